@@ -1,0 +1,1 @@
+"""The benchmark harness: each figure measured next to its baseline, in one run (`make bench`)."""

@@ -1,0 +1,1 @@
+"""Analytics: stream processors that build the customer timeline and analytical projections."""

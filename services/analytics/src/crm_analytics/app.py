@@ -1,0 +1,19 @@
+"""Composition root of the analytics query API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_analytics.entrypoints import timeline_api
+from crm_runtime.http.app import create_service_app
+from crm_runtime.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or Settings.for_service("analytics"),
+        title="CRM Analytics",
+        description="The customer timeline every department sees, and the analytical CRM.",
+        routers=[timeline_api.router],
+        migrations=["crm_analytics"],
+    )

@@ -1,0 +1,1 @@
+"""Marketing context: audience, consent, segments, campaigns, templates, web activity, triggers."""

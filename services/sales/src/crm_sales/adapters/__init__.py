@@ -1,0 +1,1 @@
+"""Sales adapters: the event-store repositories and the read models' SQL."""

@@ -1,0 +1,21 @@
+"""Composition root of the sales service: its settings, routers and migrations."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from crm_runtime.http.app import create_service_app
+from crm_runtime.settings import Settings
+from crm_sales.entrypoints.api import leads
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or Settings.for_service("sales"),
+        title="CRM Sales",
+        description="Leads, contacts, accounts, deals and pipeline, quotes, invoices and payments. "
+        "Every change is a `crm.sales.*` event.",
+        routers=[leads.router],
+        migrations=["crm_sales"],
+        feed_roles=("analyst", "sales_manager"),
+    )

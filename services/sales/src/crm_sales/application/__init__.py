@@ -1,0 +1,1 @@
+"""Sales command handlers: load the aggregate, call one method, save."""

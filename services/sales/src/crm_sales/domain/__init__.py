@@ -1,0 +1,1 @@
+"""Sales domain model: aggregates and their invariants. No I/O."""

@@ -1,0 +1,93 @@
+"""The Lead aggregate: captured from a source, then qualified or disqualified."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from crm_events.schemas.sales import LeadCaptured, LeadDisqualified, LeadQualified, LeadSource
+from crm_runtime.aggregate import Aggregate, applies
+from crm_runtime.errors import DomainError
+
+LeadStatus = Literal["new", "qualified", "disqualified"]
+
+
+class Lead(Aggregate):
+    stream_type = "lead"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.customer_id = ""
+        self.name = ""
+        self.email: str | None = None
+        self.phone: str | None = None
+        self.company: str | None = None
+        self.source: LeadSource = "manual"
+        self.source_detail: str | None = None
+        self.owner_id: str | None = None
+        self.status: LeadStatus = "new"
+        self.score: int | None = None
+        self.notes: str | None = None
+        self.disqualify_reason: str | None = None
+
+    @classmethod
+    def capture(
+        cls,
+        lead_id: str,
+        customer_id: str,
+        *,
+        name: str,
+        source: LeadSource,
+        email: str | None = None,
+        phone: str | None = None,
+        company: str | None = None,
+        source_detail: str | None = None,
+        owner_id: str | None = None,
+    ) -> Lead:
+        lead = cls(lead_id)
+        lead.record(
+            LeadCaptured(
+                lead_id=lead_id,
+                customer_id=customer_id,
+                name=name,
+                email=email.strip().lower() if email else None,
+                phone=phone,
+                company=company,
+                source=source,
+                source_detail=source_detail,
+                owner_id=owner_id,
+            )
+        )
+        return lead
+
+    def qualify(self, score: int, notes: str | None = None) -> None:
+        if self.status == "disqualified":
+            raise DomainError("a disqualified lead cannot be qualified")
+        self.record(LeadQualified(lead_id=self.id, score=score, notes=notes))
+
+    def disqualify(self, reason: str) -> None:
+        if self.status == "disqualified":
+            raise DomainError("the lead is already disqualified")
+        self.record(LeadDisqualified(lead_id=self.id, reason=reason))
+
+    @applies(LeadCaptured)
+    def _captured(self, e: LeadCaptured) -> None:
+        self.subject = e.customer_id
+        self.customer_id = e.customer_id
+        self.name = e.name
+        self.email = e.email
+        self.phone = e.phone
+        self.company = e.company
+        self.source = e.source
+        self.source_detail = e.source_detail
+        self.owner_id = e.owner_id
+
+    @applies(LeadQualified)
+    def _qualified(self, e: LeadQualified) -> None:
+        self.status = "qualified"
+        self.score = e.score
+        self.notes = e.notes
+
+    @applies(LeadDisqualified)
+    def _disqualified(self, e: LeadDisqualified) -> None:
+        self.status = "disqualified"
+        self.disqualify_reason = e.reason

@@ -1,0 +1,1 @@
+"""Sales entrypoints: the HTTP API and the process commands."""

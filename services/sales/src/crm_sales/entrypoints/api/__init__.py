@@ -1,0 +1,1 @@
+"""Sales HTTP API: one router per resource."""

@@ -1,0 +1,189 @@
+"""The /leads resource: capture, read (also as of a time), history, qualify, disqualify, list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from crm_runtime.db import Conn
+from crm_runtime.errors import Forbidden, NotFound
+from crm_runtime.http.app import CtxDep
+from crm_runtime.http.auth import Principal, require
+from crm_runtime.http.commands import (
+    CommandResult,
+    etag,
+    expected_version,
+    metadata_for,
+    run_command,
+)
+from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_sales.adapters import lead_view
+from crm_sales.application.leads import CaptureLead, DisqualifyLead, LeadHandlers, QualifyLead
+from crm_sales.domain.lead import Lead
+from crm_sales.entrypoints.api.schemas import (
+    HistoryEntry,
+    LeadCreate,
+    LeadDisqualify,
+    LeadPublic,
+    LeadQualify,
+    LeadSummary,
+)
+
+router = APIRouter(prefix="/leads", tags=["leads"])
+
+SalesUser = Annotated[Principal, Depends(require("sales_rep", "sales_manager"))]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="retry-safe creation")
+]
+IfMatch = Annotated[
+    str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
+]
+
+
+def _visible(user: Principal, lead: Lead) -> None:
+    """Reps see the leads they own or that nobody owns yet; managers and admins see all."""
+    if user.has("sales_manager"):
+        return
+    if lead.owner_id not in (None, user.user_id):
+        raise Forbidden("this lead belongs to another rep")
+
+
+def _lead_response(lead: Lead, status: int = 200) -> CommandResult:
+    return CommandResult(
+        status,
+        LeadPublic.of(lead),
+        {"ETag": etag(lead.version), "Location": f"/leads/{lead.id}"},
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=LeadPublic,
+    summary="Capture a lead",
+    responses={422: {"description": "invalid field"}},
+)
+async def capture_lead(
+    body: LeadCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    owner = body.owner_id
+    if owner is None and not user.has("sales_manager"):
+        owner = user.user_id  # a rep's own lead
+    cmd = CaptureLead(
+        name=body.name,
+        source=body.source,
+        email=str(body.email) if body.email else None,
+        phone=body.phone,
+        company=body.company,
+        source_detail=body.source_detail,
+        owner_id=owner,
+    )
+    handlers = LeadHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        lead = await handlers.capture(conn, cmd, metadata_for(user))
+        return _lead_response(lead, 201)
+
+    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+
+
+@router.get("", response_model=Page[LeadSummary], summary="List leads, newest first")
+async def list_leads(
+    ctx: CtxDep,
+    user: SalesUser,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    status: Literal["new", "qualified", "disqualified"] | None = None,
+    source: str | None = None,
+) -> Page[LeadSummary]:
+    after = decode_cursor(cursor)
+    owner = None if user.has("sales_manager") else user.user_id
+    async with ctx.pool.acquire() as conn:
+        rows = await lead_view.list_leads(
+            conn,
+            limit=limit + 1,
+            after=(datetime.fromisoformat(after["t"]), after["id"]) if after else None,
+            status=status,
+            source=source,
+            owner_id=owner,
+        )
+    items = [LeadSummary(id=r.pop("lead_id"), **r) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor({"t": last.created_at.isoformat(), "id": last.id})
+    return Page[LeadSummary](items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{lead_id}", response_model=LeadPublic, summary="Read a lead (optionally as of a time)"
+)
+async def get_lead(
+    lead_id: str,
+    ctx: CtxDep,
+    user: SalesUser,
+    response: Response,
+    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+) -> LeadPublic:
+    lead = await LeadHandlers(ctx.store).leads.load(lead_id, as_of=as_of)
+    _visible(user, lead)
+    response.headers["ETag"] = etag(lead.version)
+    return LeadPublic.of(lead)
+
+
+@router.get("/{lead_id}/history", response_model=list[HistoryEntry], summary="A lead's events")
+async def lead_history(lead_id: str, ctx: CtxDep, user: SalesUser) -> list[HistoryEntry]:
+    handlers = LeadHandlers(ctx.store)
+    _visible(user, await handlers.leads.load(lead_id))
+    return [
+        HistoryEntry(
+            version=e.version,
+            event_id=str(e.event_id),
+            type=e.type,
+            schema_version=e.schema_version,
+            occurred_at=e.occurred_at,
+            recorded_at=e.recorded_at,
+            actor=e.metadata.get("actor"),
+            correlation_id=e.metadata.get("correlation_id"),
+            data=e.data,
+        )
+        for e in await handlers.leads.history(lead_id)
+    ]
+
+
+@router.post("/{lead_id}/qualify", response_model=LeadPublic, summary="Qualify a lead")
+async def qualify_lead(
+    lead_id: str, body: LeadQualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = LeadHandlers(ctx.store)
+    _visible(user, await _existing(handlers, lead_id))
+    cmd = QualifyLead(lead_id, body.score, body.notes, expected_version(if_match))
+
+    async def command(conn: Conn) -> CommandResult:
+        return _lead_response(await handlers.qualify(conn, cmd, metadata_for(user)))
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@router.post("/{lead_id}/disqualify", response_model=LeadPublic, summary="Disqualify a lead")
+async def disqualify_lead(
+    lead_id: str, body: LeadDisqualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = LeadHandlers(ctx.store)
+    _visible(user, await _existing(handlers, lead_id))
+    cmd = DisqualifyLead(lead_id, body.reason, expected_version(if_match))
+
+    async def command(conn: Conn) -> CommandResult:
+        return _lead_response(await handlers.disqualify(conn, cmd, metadata_for(user)))
+
+    return await run_command(ctx, user, None, None, command)
+
+
+async def _existing(handlers: LeadHandlers, lead_id: str) -> Lead:
+    try:
+        return await handlers.leads.load(lead_id)
+    except NotFound:
+        raise NotFound(f"lead {lead_id} does not exist") from None

@@ -1,0 +1,1 @@
+"""Service-desk context: tickets, routing, SLAs and escalation, CSAT, knowledge base."""

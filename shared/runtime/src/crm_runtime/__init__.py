@@ -1,0 +1,1 @@
+"""Plumbing every CRM service shares: event store, outbox relay, consumers, HTTP skeleton."""

@@ -1,0 +1,343 @@
+"""The event store: append with optimistic concurrency, stream reads (also as of a time), catch-up.
+
+Catch-up order is (txid, position). Positions are taken at insert time but transactions commit
+in another order, so a reader that follows ``position > cursor`` can pass over an event whose
+transaction commits later. Readers here only read events whose transaction id is below the
+oldest transaction still running (``pg_snapshot_xmin``): every such transaction has ended, so
+the set below that horizon never grows again, and (txid, position) orders it stably.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from crm_events import CloudEvent
+from crm_runtime.db import Conn
+from crm_runtime.errors import ConcurrencyError, InvalidInput
+
+_COLUMNS = (
+    "position, txid::text::bigint AS txid, stream_id, stream_type, version, event_id, event_type,"
+    " schema_version, subject, payload, metadata, occurred_at, recorded_at"
+)
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """A place in a service's event log, in commit order. Text form: ``<txid>-<position>``."""
+
+    txid: int = 0
+    position: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.txid}-{self.position}"
+
+    @classmethod
+    def parse(cls, text: str | None, field_name: str = "after") -> Checkpoint:
+        if text is None or text in ("", "0"):
+            return cls()
+        try:
+            txid, position = (int(p) for p in text.split("-", 1))
+        except ValueError:
+            raise InvalidInput(
+                field_name, "must be a checkpoint '<txid>-<position>' from an earlier page"
+            ) from None
+        if txid < 0 or position < 0:
+            raise InvalidInput(field_name, "must not be negative")
+        return cls(txid, position)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Who and what caused a change. Never personal data: actor is an opaque user id."""
+
+    actor: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended."""
+
+    type: str
+    data: dict[str, Any]
+    schema_version: int = 1
+    subject: str | None = None
+    event_id: UUID = field(default_factory=uuid4)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as recorded."""
+
+    position: int
+    txid: int
+    stream_id: str
+    stream_type: str
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    subject: str | None
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.txid, self.position)
+
+    def to_cloud_event(self, source: str) -> CloudEvent:
+        return CloudEvent(
+            id=self.event_id,
+            source=source,
+            type=self.type,
+            time=self.occurred_at,
+            subject=self.subject,
+            streamid=self.stream_id,
+            streamversion=self.version,
+            schemaversion=self.schema_version,
+            correlationid=self.metadata.get("correlation_id"),
+            causationid=self.metadata.get("causation_id"),
+            data=self.data,
+        )
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> StoredEvent:
+        payload = r["payload"]
+        metadata = r["metadata"]
+        return cls(
+            position=r["position"],
+            txid=r["txid"],
+            stream_id=r["stream_id"],
+            stream_type=r["stream_type"],
+            version=r["version"],
+            event_id=r["event_id"],
+            type=r["event_type"],
+            schema_version=r["schema_version"],
+            subject=r["subject"],
+            data=json.loads(payload) if isinstance(payload, str) else payload,
+            metadata=json.loads(metadata) if isinstance(metadata, str) else metadata,
+            occurred_at=r["occurred_at"],
+            recorded_at=r["recorded_at"],
+        )
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """A batch for one stream, for appends that span several streams in one transaction."""
+
+    stream_id: str
+    stream_type: str
+    expected_version: int
+    events: Sequence[NewEvent]
+
+
+_APPEND = """
+INSERT INTO events (stream_id, stream_type, version, event_id, event_type, schema_version,
+                    subject, payload, metadata, occurred_at)
+SELECT $1, $2, $3 + e.ord, e.event_id, e.event_type, e.schema_version, e.subject, e.payload,
+       $4::jsonb, e.occurred_at
+FROM unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::jsonb[], $10::timestamptz[])
+     WITH ORDINALITY AS e(event_id, event_type, schema_version, subject, payload, occurred_at, ord)
+WHERE $3 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $3)
+RETURNING position, txid::text::bigint AS txid, version, recorded_at
+"""
+
+# The common case, one event starting a new stream, in the cheapest form. Version 1 of the
+# stream is unique, so a stream that already exists fails on the constraint.
+_APPEND_FIRST = """
+INSERT INTO events (stream_id, stream_type, version, event_id, event_type, schema_version,
+                    subject, payload, metadata, occurred_at)
+VALUES ($1, $2, 1, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)
+RETURNING position, txid::text::bigint AS txid, version, recorded_at
+"""
+
+
+class EventStore:
+    """Append and read events in one service's database."""
+
+    def __init__(self, pool: asyncpg.Pool, source: str) -> None:
+        self.pool = pool
+        self.source = source
+
+    async def append(
+        self,
+        conn: Conn,
+        stream_id: str,
+        stream_type: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        metadata: Metadata | None = None,
+    ) -> list[StoredEvent]:
+        """Append inside the caller's transaction; ConcurrencyError if the stream moved on."""
+        if not events:
+            return []
+        meta = (metadata or Metadata()).as_json()
+        # Optimistic concurrency: version N+1 is unique per stream, and (for N > 0) version N
+        # must exist, so the append succeeds only if the stream is exactly at the expected version.
+        try:
+            if expected_version == 0 and len(events) == 1:
+                e = events[0]
+                rows = await conn.fetch(
+                    _APPEND_FIRST,
+                    stream_id,
+                    stream_type,
+                    e.event_id,
+                    e.type,
+                    e.schema_version,
+                    e.subject,
+                    json.dumps(e.data),
+                    json.dumps(meta),
+                    e.occurred_at,
+                )
+            else:
+                rows = await conn.fetch(
+                    _APPEND,
+                    stream_id,
+                    stream_type,
+                    expected_version,
+                    json.dumps(meta),
+                    [e.event_id for e in events],
+                    [e.type for e in events],
+                    [e.schema_version for e in events],
+                    [e.subject for e in events],
+                    [json.dumps(e.data) for e in events],
+                    [e.occurred_at for e in events],
+                )
+        except asyncpg.UniqueViolationError as exc:
+            if "event_id" in (exc.constraint_name or ""):
+                raise
+            raise ConcurrencyError(stream_id, expected_version) from None
+        if not rows:
+            actual = await self.stream_version(stream_id, conn)
+            raise ConcurrencyError(stream_id, expected_version, actual)
+        return [
+            StoredEvent(
+                position=r["position"],
+                txid=r["txid"],
+                stream_id=stream_id,
+                stream_type=stream_type,
+                version=r["version"],
+                event_id=e.event_id,
+                type=e.type,
+                schema_version=e.schema_version,
+                subject=e.subject,
+                data=e.data,
+                metadata=meta,
+                occurred_at=e.occurred_at,
+                recorded_at=r["recorded_at"],
+            )
+            for r, e in zip(rows, events, strict=True)
+        ]
+
+    async def append_new_streams(
+        self, conn: Conn, batches: Sequence[StreamAppend], metadata: Metadata
+    ) -> int:
+        """Bulk append of streams that must not exist yet (imports): one COPY, not one per row.
+
+        A stream that already exists makes the COPY fail on (stream_id, version): the caller's
+        transaction is then rolled back whole, as with any other concurrency conflict.
+        """
+        meta = json.dumps(metadata.as_json())
+        records = [
+            (
+                b.stream_id,
+                b.stream_type,
+                i + 1,
+                e.event_id,
+                e.type,
+                e.schema_version,
+                e.subject,
+                json.dumps(e.data),
+                meta,
+                e.occurred_at,
+            )
+            for b in batches
+            for i, e in enumerate(b.events)
+        ]
+        try:
+            await conn.copy_records_to_table(
+                "events",
+                records=records,
+                columns=[
+                    "stream_id",
+                    "stream_type",
+                    "version",
+                    "event_id",
+                    "event_type",
+                    "schema_version",
+                    "subject",
+                    "payload",
+                    "metadata",
+                    "occurred_at",
+                ],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError("<batch>", 0) from exc
+        return len(records)
+
+    async def stream_version(self, stream_id: str, conn: Conn | None = None) -> int:
+        q = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1"
+        if conn is not None:
+            return int(await conn.fetchval(q, stream_id))
+        async with self.pool.acquire() as c:
+            return int(await c.fetchval(q, stream_id))
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        as_of: datetime | None = None,
+        after_version: int = 0,
+        conn: Conn | None = None,
+    ) -> list[StoredEvent]:
+        """Events of one stream in version order; with ``as_of``, only those recorded by then."""
+        q = (
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2"
+            " AND ($3::timestamptz IS NULL OR recorded_at <= $3) ORDER BY version"
+        )
+        if conn is not None:
+            rows = await conn.fetch(q, stream_id, after_version, as_of)
+        else:
+            async with self.pool.acquire() as c:
+                rows = await c.fetch(q, stream_id, after_version, as_of)
+        return [StoredEvent.from_record(r) for r in rows]
+
+    async def read_committed(
+        self, after: Checkpoint, limit: int = 500, conn: Conn | None = None
+    ) -> list[StoredEvent]:
+        """The next events after ``after`` in commit order, none of which can be overtaken later."""
+        q = (
+            f"SELECT {_COLUMNS} FROM events"
+            " WHERE (txid, position) > ($1::text::xid8, $2::bigint)"
+            "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+            " ORDER BY txid, position LIMIT $3"
+        )
+        if conn is not None:
+            rows = await conn.fetch(q, str(after.txid), after.position, limit)
+        else:
+            async with self.pool.acquire() as c:
+                rows = await c.fetch(q, str(after.txid), after.position, limit)
+        return [StoredEvent.from_record(r) for r in rows]
+
+    async def read_subject(self, subject: str, limit: int = 1000) -> list[StoredEvent]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE subject = $1 ORDER BY position LIMIT $2",
+                subject,
+                limit,
+            )
+        return [StoredEvent.from_record(r) for r in rows]

@@ -1,0 +1,209 @@
+"""FastAPI app factory: lifespan, correlation ids, problems, health, metrics and the event feed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crm_runtime import kafka
+from crm_runtime.context import ServiceContext, open_context
+from crm_runtime.eventstore import Checkpoint
+from crm_runtime.http import problems
+from crm_runtime.http.auth import require
+from crm_runtime.logs import configure_logging, correlation_id
+from crm_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram("crm_http_request_seconds", "HTTP request latency", ["route", "method"])
+_CID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+StartHook = Callable[[ServiceContext], Awaitable[None]]
+
+
+def get_ctx(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
+
+
+class FeedEvent(BaseModel):
+    position: int
+    checkpoint: str
+    recorded_at: datetime
+    event: dict[str, Any]
+
+
+class FeedPage(BaseModel):
+    items: list[FeedEvent]
+    next_after: str
+    has_more: bool
+
+
+class CorrelationMiddleware:
+    """Pure ASGI middleware: correlation id in and out, request metrics by route template.
+
+    (Starlette's BaseHTTPMiddleware costs a task group and memory streams per request.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-correlation-id")
+        cid = given if given and _CID.match(given) else str(uuid.uuid4())
+        token = correlation_id.set(cid)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                MutableHeaders(scope=message)["X-Correlation-ID"] = cid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            correlation_id.reset(token)
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUESTS.labels(template, scope["method"], str(status["code"])).inc()
+            LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - started)
+
+
+class BrokerProbe:
+    """Caches the broker's reachability for a few seconds so probes stay cheap."""
+
+    def __init__(self, settings: Settings, ttl: float = 5.0) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self._checked = 0.0
+        self._ok = False
+        self._lock = asyncio.Lock()
+
+    async def ok(self) -> bool:
+        async with self._lock:
+            if time.monotonic() - self._checked > self.ttl:
+                self._ok = await kafka.broker_reachable(self.settings)
+                self._checked = time.monotonic()
+            return self._ok
+
+
+def create_service_app(
+    settings: Settings,
+    *,
+    title: str,
+    description: str,
+    routers: list[APIRouter],
+    migrations: list[str],
+    on_start: list[StartHook] | None = None,
+    on_stop: list[StartHook] | None = None,
+    feed_roles: tuple[str, ...] = ("analyst",),
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await open_context(settings, migrations)
+        app.state.ctx = ctx
+        app.state.broker = BrokerProbe(settings)
+        for hook in on_start or []:
+            await hook(ctx)
+        log.info("service started", extra={"port": settings.port})
+        try:
+            yield
+        finally:
+            for hook in on_stop or []:
+                await hook(ctx)
+            await ctx.close()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    problems.install(app)
+
+    app.add_middleware(CorrelationMiddleware)
+
+    health = APIRouter(tags=["operations"])
+
+    @health.get("/health/live", summary="The process is up")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @health.get("/health/ready", summary="The database and the broker answer")
+    async def ready(request: Request) -> JSONResponse:
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        checks: dict[str, str] = {}
+        try:
+            assert ctx is not None
+            async with ctx.pool.acquire(timeout=3) as conn:
+                await conn.fetchval("SELECT 1", timeout=3)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        checks["broker"] = "ok" if await request.app.state.broker.ok() else "unavailable"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @health.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    feed = APIRouter(tags=["events"])
+
+    @feed.get(
+        "/events",
+        summary="The service's events in commit order, for catch-up and rebuilds",
+        response_model=FeedPage,
+        dependencies=[Depends(require(*feed_roles))],
+    )
+    async def events(
+        ctx: CtxDep,
+        after: Annotated[
+            str | None, Query(description="checkpoint from the previous page's next_after")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> FeedPage:
+        start = Checkpoint.parse(after)
+        batch = await ctx.store.read_committed(start, limit)
+        return FeedPage(
+            items=[
+                FeedEvent(
+                    position=e.position,
+                    checkpoint=str(e.checkpoint),
+                    recorded_at=e.recorded_at,
+                    event=e.to_cloud_event(ctx.source).model_dump(mode="json"),
+                )
+                for e in batch
+            ],
+            next_after=str(batch[-1].checkpoint if batch else start),
+            has_more=len(batch) == limit,
+        )
+
+    app.include_router(health)
+    app.include_router(feed)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,116 @@
+"""Bearer JWT authentication (HS256 dev secret, or RS256 via a JWKS URL) and role checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from crm_runtime.errors import Forbidden, Unauthorized
+from crm_runtime.settings import Settings
+
+ROLES = frozenset(
+    {
+        "admin",
+        "sales_rep",
+        "sales_manager",
+        "marketer",
+        "service_agent",
+        "service_manager",
+        "analyst",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an opaque user id, roles and team (never personal data)."""
+
+    user_id: str
+    roles: frozenset[str]
+    team: str | None = None
+
+    def has(self, *roles: str) -> bool:
+        return "admin" in self.roles or bool(self.roles.intersection(roles))
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    async def authenticate(self, token: str) -> Principal:
+        try:
+            if self._jwks is not None:
+                key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+                claims = jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=["RS256"],
+                    audience=self.settings.jwt_audience,
+                    issuer=self.settings.jwt_issuer,
+                    options={"require": ["exp", "sub"]},
+                )
+            else:
+                claims = jwt.decode(
+                    token,
+                    self.settings.jwt_secret,
+                    algorithms=["HS256"],
+                    audience=self.settings.jwt_audience,
+                    issuer=self.settings.jwt_issuer,
+                    options={"require": ["exp", "sub"]},
+                )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid bearer token: {exc}") from None
+        roles = claims.get("roles", [])
+        if isinstance(roles, str):
+            roles = [roles]
+        return Principal(
+            str(claims["sub"]), frozenset(r for r in roles if r in ROLES), claims.get("team")
+        )
+
+
+def mint_token(
+    secret: str, user: str, roles: list[str], *, team: str | None = None, ttl: int = 12 * 3600
+) -> str:
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user, "roles": roles, "iat": now, "exp": now + ttl}
+    if team:
+        claims["team"] = team
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    auth: Authenticator = request.app.state.ctx.auth
+    return await auth.authenticate(credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits admins and callers holding any of ``roles``."""
+
+    async def check(user: CurrentUser) -> Principal:
+        if not user.has(*roles):
+            raise Forbidden(f"needs one of the roles: {', '.join(sorted({'admin', *roles}))}")
+        return user
+
+    return check

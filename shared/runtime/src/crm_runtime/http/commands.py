@@ -1,0 +1,107 @@
+"""Helpers routes use to run a command: Idempotency-Key replay, If-Match versions, metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from crm_runtime.context import ServiceContext
+from crm_runtime.db import Conn
+from crm_runtime.errors import InvalidInput, PreconditionFailed
+from crm_runtime.eventstore import Metadata
+from crm_runtime.http.auth import Principal
+from crm_runtime.logs import correlation_id
+from crm_runtime.repository import check_version as check_version
+
+
+@dataclass
+class CommandResult:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def metadata_for(user: Principal) -> Metadata:
+    return Metadata(actor=user.user_id, correlation_id=correlation_id.get())
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The stream version a client based its change on, from ``If-Match: "<version>"``."""
+    if if_match is None:
+        return None
+    value = if_match.strip()
+    if value.startswith("W/"):
+        raise PreconditionFailed("If-Match needs a strong ETag, as returned in the ETag header")
+    value = value.strip('"')
+    if not value.isdigit():
+        raise PreconditionFailed(f"If-Match {if_match!r} does not match the current version")
+    return int(value)
+
+
+async def run_command(
+    ctx: ServiceContext,
+    user: Principal,
+    idempotency_key: str | None,
+    request_fingerprint: Any,
+    command: Callable[[Conn], Awaitable[CommandResult]],
+) -> JSONResponse:
+    """Run ``command`` in one transaction; with a key, a retry replays the first response."""
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+        raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if idempotency_key is None:
+            result = await command(conn)
+            return _response(result)
+        digest = hashlib.sha256(
+            json.dumps(jsonable_encoder(request_fingerprint), sort_keys=True).encode()
+        ).hexdigest()
+        # Two concurrent requests with one key: the second waits here, then replays.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"{len(user.user_id)}:{user.user_id}:{idempotency_key}",
+        )
+        stored = await conn.fetchrow(
+            "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
+            " WHERE principal = $1 AND key = $2",
+            user.user_id,
+            idempotency_key,
+        )
+        if stored is not None:
+            if stored["request_hash"] != digest:
+                raise InvalidInput(
+                    "Idempotency-Key", "was already used with a different request body"
+                )
+            headers = json.loads(stored["headers"])
+            headers["Idempotent-Replayed"] = "true"
+            return JSONResponse(
+                json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
+            )
+        result = await command(conn)
+        body = jsonable_encoder(result.body)
+        await conn.execute(
+            "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
+            " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+            user.user_id,
+            idempotency_key,
+            digest,
+            result.status,
+            json.dumps(body),
+            json.dumps(result.headers),
+        )
+        return _response(CommandResult(result.status, body, result.headers))
+
+
+def _response(result: CommandResult) -> JSONResponse:
+    return JSONResponse(
+        jsonable_encoder(result.body), status_code=result.status, headers=result.headers
+    )

@@ -1,0 +1,253 @@
+"""The outbox relay: publishes committed events to Kafka, at least once, in commit order.
+
+One relay per service holds an advisory lock; further replicas wait as hot standbys. The cursor
+is stored after the broker acknowledged the records. If the broker lost history (a fresh
+in-memory broker, a deleted topic), the relay notices and republishes from the event store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from prometheus_client import Counter, Gauge
+
+from crm_events import context_topic, public_topic, registry
+from crm_runtime import kafka
+from crm_runtime.eventstore import Checkpoint, EventStore, StoredEvent
+from crm_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_BASE = 7_364_100
+
+PUBLISHED = Counter("crm_relay_published_total", "Records the relay published", ["topic"])
+REPUBLISHES = Counter(
+    "crm_relay_history_resets_total", "Times the relay found the broker had lost history", ["topic"]
+)
+RELAY_ERRORS = Counter(
+    "crm_relay_broker_errors_total", "Publish attempts that failed on the broker", ["topic"]
+)
+CURSOR_POSITION = Gauge(
+    "crm_relay_cursor_position", "Position of the last relayed event", ["topic"]
+)
+
+
+@dataclass
+class RelayState:
+    cursor: Checkpoint = field(default_factory=Checkpoint)
+    acked: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> highest offset
+
+
+class OutboxRelay:
+    """Relays one service's event store to its context topic (and the public topic)."""
+
+    def __init__(self, pool: asyncpg.Pool, store: EventStore, settings: Settings, context: str):
+        self.pool = pool
+        self.store = store
+        self.settings = settings
+        self.context = context
+        self.topic = context_topic(context)
+        self.topics = [self.topic, public_topic()]
+        self.state = RelayState()
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+        self.is_leader = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set. Waits for the lock if another replica holds it."""
+        lock_conn = await self.pool.acquire()
+        try:
+            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_BASE):
+                if await _wait(stop, 2.0):
+                    return
+            self.is_leader = True
+            await lock_conn.add_listener("crm_events", self._on_notify)
+            await self._start_clients()
+            try:
+                await self._load_state()
+                await self.check_history()
+                await self._loop(stop)
+            finally:
+                await self._stop_clients()
+                await lock_conn.remove_listener("crm_events", self._on_notify)
+        finally:
+            if self.is_leader:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_BASE)
+            self.is_leader = False
+            await self.pool.release(lock_conn)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.settings.relay_history_check_interval
+        backoff = 0.5
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                published = await self.relay_once()
+                if loop.time() >= next_check:
+                    await self.check_history()
+                    next_check = loop.time() + self.settings.relay_history_check_interval
+            except (KafkaError, OSError, TimeoutError) as exc:
+                # The broker is away: nothing was acknowledged, so the cursor has not moved.
+                # Keep trying (loudly); after it returns, the history check runs first.
+                log.warning(
+                    "broker unavailable; retrying",
+                    extra={"topic": self.topic, "error": type(exc).__name__, "retry_in": backoff},
+                )
+                RELAY_ERRORS.labels(self.topic).inc()
+                if await _wait(stop, backoff):
+                    return
+                backoff = min(backoff * 2, 30.0)
+                next_check = loop.time()
+                continue
+            backoff = 0.5
+            if published:
+                continue  # there may be more right away
+            waker = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waker, stopper},
+                timeout=self.settings.relay_poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waker.cancel()
+            stopper.cancel()
+
+    async def relay_once(self) -> int:
+        """Publish the next batch of committed events; store the cursor after the acks."""
+        batch = await self.store.read_committed(self.state.cursor, self.settings.relay_batch_size)
+        if not batch:
+            return 0
+        await self._publish(batch)
+        return len(batch)
+
+    async def _publish(self, batch: list[StoredEvent]) -> None:
+        assert self._producer is not None
+        futures = []
+        for event in batch:
+            record = event.to_cloud_event(self.store.source).to_kafka()
+            targets = [self.topic]
+            if registry.is_public(event.type):
+                targets.append(public_topic())
+            for topic in targets:
+                futures.append(
+                    await self._producer.send(
+                        topic, value=record.value, key=record.key, headers=record.headers
+                    )
+                )
+        results = await asyncio.gather(*futures)
+        acked = dict(self.state.acked)
+        for md in results:
+            name = f"{md.topic}:{md.partition}"
+            acked[name] = max(acked.get(name, -1), md.offset)
+            PUBLISHED.labels(md.topic).inc()
+        cursor = batch[-1].checkpoint
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE relay_state SET cursor_txid = $2::text::xid8, cursor_position = $3,"
+                " acked_offsets = $4::jsonb, updated_at = now() WHERE topic = $1",
+                self.topic,
+                str(cursor.txid),
+                cursor.position,
+                json.dumps(acked),
+            )
+        self.state = RelayState(cursor, acked)
+        CURSOR_POSITION.labels(self.topic).set(cursor.position)
+
+    async def check_history(self) -> bool:
+        """Republish from the start if a topic is gone or shorter than what was acknowledged."""
+        assert self._admin is not None and self._offsets is not None
+        created = await kafka.ensure_topics(
+            self._admin,
+            self.topics,
+            self.settings.kafka_partitions,
+            self.settings.kafka_replication_factor,
+        )
+        lost = bool(created) and (self.state.cursor != Checkpoint() or bool(self.state.acked))
+        if not lost and self.state.acked:
+            tps = []
+            for name in self.state.acked:
+                topic, _, part = name.rpartition(":")
+                tps.append(TopicPartition(topic, int(part)))
+            try:
+                ends = await self._offsets.end_offsets(tps)
+            except Exception:
+                log.warning("could not read end offsets; treating history as lost")
+                ends = {}
+            for tp in tps:
+                end = ends.get(tp)
+                if end is None or end <= self.state.acked[f"{tp.topic}:{tp.partition}"]:
+                    lost = True
+                    break
+        if lost:
+            log.warning(
+                "broker lost history; republishing from the event store",
+                extra={"topic": self.topic, "from_position": self.state.cursor.position},
+            )
+            REPUBLISHES.labels(self.topic).inc()
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE relay_state SET cursor_txid = '0'::xid8, cursor_position = 0,"
+                    " acked_offsets = '{}'::jsonb, republished = republished + 1,"
+                    " updated_at = now() WHERE topic = $1",
+                    self.topic,
+                )
+            self.state = RelayState()
+        return lost
+
+    async def _load_state(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO relay_state (topic) VALUES ($1) ON CONFLICT DO NOTHING", self.topic
+            )
+            row = await conn.fetchrow(
+                "SELECT cursor_txid::text::bigint AS txid, cursor_position, acked_offsets"
+                " FROM relay_state WHERE topic = $1",
+                self.topic,
+            )
+        assert row is not None
+        acked = row["acked_offsets"]
+        self.state = RelayState(
+            Checkpoint(row["txid"], row["cursor_position"]),
+            {
+                k: int(v)
+                for k, v in (json.loads(acked) if isinstance(acked, str) else acked).items()
+            },
+        )
+
+    async def _start_clients(self) -> None:
+        self._admin = kafka.admin(self.settings)
+        await self._admin.start()
+        self._producer = kafka.producer(self.settings)
+        await self._producer.start()
+        self._offsets = kafka.consumer(self.settings)
+        await self._offsets.start()
+
+    async def _stop_clients(self) -> None:
+        for client in (self._producer, self._offsets):
+            if client is not None:
+                await client.stop()
+        if self._admin is not None:
+            await self._admin.close()
+        self._producer = self._admin = self._offsets = None
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False

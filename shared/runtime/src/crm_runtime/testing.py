@@ -1,0 +1,62 @@
+"""Test and benchmark stack: testcontainers if a Docker engine answers, else the embedded one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from crm_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+
+log = logging.getLogger(__name__)
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL (database ``postgres``), private to this run."""
+    if docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    with tempfile.TemporaryDirectory(prefix="crm-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "data", keep=False).start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def kafka_broker() -> Iterator[tuple[str, bool]]:
+    """``(bootstrap servers, embedded?)`` of a broker private to this run."""
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server(), False
+        return
+    broker = EmbeddedBroker(free_port()).start()
+    try:
+        yield broker.bootstrap, True
+    finally:
+        broker.stop()
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,224 @@
+"""Outbox relay over the real broker: CloudEvents records, standby replicas, broker history loss."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from crm_events import CloudEvent, context_topic, public_topic
+from crm_runtime import kafka as kafka_clients
+from crm_runtime.embedded import EmbeddedBroker, free_port
+from crm_runtime.eventstore import EventStore, Metadata, NewEvent
+from crm_runtime.relay import OutboxRelay
+from crm_runtime.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def lead_captured(customer: str) -> NewEvent:
+    lead_id = str(uuid.uuid4())
+    return NewEvent(
+        type="crm.sales.lead.captured",
+        data={
+            "lead_id": lead_id,
+            "customer_id": customer,
+            "name": "Test Person",
+            "source": "manual",
+        },
+        subject=customer,
+    )
+
+
+async def append_leads(store: EventStore, n: int) -> list[NewEvent]:
+    events = [lead_captured(str(uuid.uuid4())) for _ in range(n)]
+    async with store.pool.acquire() as conn:
+        for e in events:
+            await store.append(conn, f"lead-{e.data['lead_id']}", "lead", 0, [e], Metadata())
+    return events
+
+
+async def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20) -> list[Any]:
+    consumer: AIOKafkaConsumer = kafka_clients.consumer(settings, topic, group_id=None)
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < expect and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for msgs in batches.values():
+                got.extend(msgs)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+async def test_relay_publishes_committed_events_keyed_by_customer(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    context = f"relay{uuid.uuid4().hex[:6]}"
+    settings = settings_for("sales")
+    store = EventStore(pool, "/crm/sales")
+    events = await append_leads(store, 20)
+    relay = OutboxRelay(pool, store, settings, context)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        records = await read_topic(settings, context_topic(context), 20)
+        more = await append_leads(store, 5)  # woken by NOTIFY while running
+        records += await read_topic(settings, context_topic(context), 25)
+    finally:
+        stop.set()
+        await task
+    by_id = {}
+    for r in records:
+        ce = CloudEvent.from_kafka(r.key, r.value, r.headers)
+        assert r.key == ce.subject.encode()  # type: ignore[union-attr]
+        by_id[ce.id] = ce
+    assert {e.event_id for e in events + more} <= set(by_id)
+    public = await read_topic(settings, public_topic(), 25)
+    assert {e.event_id for e in events} <= {
+        CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in public
+    }
+    async with pool.acquire() as conn:
+        pos = await conn.fetchval("SELECT cursor_position FROM relay_state")
+        last = await conn.fetchval("SELECT max(position) FROM events")
+    assert pos == last  # the cursor was stored after the acks
+
+
+async def test_second_relay_replica_waits_as_standby(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    settings = settings_for("sales")
+    store = EventStore(pool, "/crm/sales")
+    context = f"standby{uuid.uuid4().hex[:6]}"
+    first, second = (OutboxRelay(pool, store, settings, context) for _ in range(2))
+    stop1, stop2 = asyncio.Event(), asyncio.Event()
+    t1 = asyncio.create_task(first.run(stop1))
+    await wait_for(lambda: first.is_leader)
+    t2 = asyncio.create_task(second.run(stop2))
+    await asyncio.sleep(1.0)
+    assert not second.is_leader
+    stop1.set()
+    await t1
+    await wait_for(lambda: second.is_leader, timeout=10)  # takes over when the leader stops
+    stop2.set()
+    await t2
+
+
+async def test_relay_republishes_when_broker_lost_history(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    """A fresh in-memory broker (as after a restart of the embedded one) is refilled."""
+    store = EventStore(pool, "/crm/sales")
+    events = await append_leads(store, 10)
+    context = f"loss{uuid.uuid4().hex[:6]}"
+    first_broker = EmbeddedBroker(free_port()).start()
+    try:
+        s1 = settings_for(
+            "sales", kafka_bootstrap_servers=first_broker.bootstrap, kafka_embedded=True
+        )
+        relay = OutboxRelay(pool, store, s1, context)
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        assert len(await read_topic(s1, context_topic(context), 10)) >= 10
+        stop.set()
+        await task
+    finally:
+        first_broker.stop()
+
+    second_broker = EmbeddedBroker(free_port()).start()
+    try:
+        s2 = settings_for(
+            "sales", kafka_bootstrap_servers=second_broker.bootstrap, kafka_embedded=True
+        )
+        relay = OutboxRelay(pool, store, s2, context)
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        records = await read_topic(s2, context_topic(context), 10)
+        stop.set()
+        await task
+        ids = {CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in records}
+        assert {e.event_id for e in events} <= ids
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT republished FROM relay_state") == 1
+    finally:
+        second_broker.stop()
+
+
+async def test_relay_republishes_after_topic_deleted(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    settings = settings_for("sales")
+    store = EventStore(pool, "/crm/sales")
+    context = f"deleted{uuid.uuid4().hex[:6]}"
+    events = await append_leads(store, 8)
+    relay = OutboxRelay(pool, store, settings, context)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        assert len(await read_topic(settings, context_topic(context), 8)) >= 8
+        admin = kafka_clients.admin(settings)
+        await admin.start()
+        try:
+            await admin.delete_topics([context_topic(context)])
+        finally:
+            await admin.close()
+        # the periodic history check (1 s in tests) recreates the topic and republishes
+        records: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + 20
+        ids: set[uuid.UUID] = set()
+        while not {e.event_id for e in events} <= ids:
+            assert asyncio.get_running_loop().time() < deadline, "not republished"
+            await asyncio.sleep(0.5)
+            records = await read_topic(settings, context_topic(context), 8, timeout=2)
+            ids = {CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in records}
+    finally:
+        stop.set()
+        await task
+
+
+async def test_relay_rides_out_a_broker_outage_and_loses_nothing(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    """The broker stops while commands keep committing; a new (empty) broker comes back on the
+    same port; every event, before and during the outage, ends up on the topic."""
+    store = EventStore(pool, "/crm/sales")
+    context = f"outage{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    broker = EmbeddedBroker(port).start()
+    settings = settings_for("sales", kafka_bootstrap_servers=broker.bootstrap, kafka_embedded=True)
+    relay = OutboxRelay(pool, store, settings, context)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        before = await append_leads(store, 5)
+        assert len(await read_topic(settings, context_topic(context), 5)) >= 5
+        broker.stop()
+        during = await append_leads(store, 5)  # accepted while the broker is down
+        await asyncio.sleep(2)
+        assert not task.done(), "the relay must not die with the broker"
+        broker = EmbeddedBroker(port).start()
+        ids: set[uuid.UUID] = set()
+        deadline = asyncio.get_running_loop().time() + 40
+        while not {e.event_id for e in before + during} <= ids:
+            assert asyncio.get_running_loop().time() < deadline, "events lost"
+            records = await read_topic(settings, context_topic(context), 10, timeout=2)
+            ids = {CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in records}
+    finally:
+        stop.set()
+        await task
+        broker.stop()

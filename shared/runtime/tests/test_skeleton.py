@@ -1,0 +1,169 @@
+"""Service skeleton: settings that refuse a default secret, JWT (HS256 and RS256 via JWKS),
+correlation ids, problem responses, port checks and the token CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+
+from crm_marketing.app import create_app
+from crm_runtime.cli import main as crm
+from crm_runtime.embedded import PortInUse, require_port
+from crm_runtime.http.auth import mint_token
+from crm_runtime.settings import DEV_JWT_SECRET, Settings
+
+
+def test_production_refuses_the_default_secret() -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings(crm_env="production")
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings(crm_env="production", jwt_secret="short")
+    assert Settings(crm_env="production", jwt_secret="x" * 40).jwt_secret == "x" * 40
+    assert Settings(crm_env="production", jwt_jwks_url="http://idp/jwks").jwt_jwks_url
+    assert Settings().jwt_secret == DEV_JWT_SECRET  # development keeps working out of the box
+
+
+def test_idempotent_producer_is_off_only_for_the_embedded_broker() -> None:
+    assert Settings().producer_idempotence is True
+    assert Settings(kafka_embedded=True).producer_idempotence is False
+    assert Settings(kafka_embedded=True, kafka_idempotence=True).producer_idempotence is True
+
+
+def test_port_in_use_gets_a_clear_message() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(
+            PortInUse, match=rf"port {port} \(sales API\) is already in use.*SALES_PORT"
+        ):
+            require_port(port, "sales API", "SALES_PORT")
+
+
+def test_token_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert crm(["token", "--role", "sales_rep", "--user", "alice", "--team", "north"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), DEV_JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["roles"] == ["sales_rep"]
+    assert claims["team"] == "north"
+    assert crm(["token", "--role", "wizard", "--user", "x"]) == 2
+    assert "unknown roles" in capsys.readouterr().err
+
+
+async def feed(c: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await c.get("/events", headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+async def app_client(
+    fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start the marketing skeleton with the given settings overrides."""
+    clients: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def make(**overrides: Any) -> httpx.AsyncClient:
+        url = await fresh_db("crm_marketing")
+        app = create_app(settings_for("marketing", database_url=url, **overrides))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m")
+        clients.append((lifespan, client))
+        return client
+
+    yield make
+    for lifespan, client in clients:
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.mark.integration
+async def test_correlation_id_problem_404_and_expired_token(
+    app_client: Callable[..., Any],
+) -> None:
+    c = await app_client()
+    r = await c.get("/nowhere", headers={"X-Correlation-ID": "abc-123"})
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["x-correlation-id"] == "abc-123"
+    assert r.json()["correlation_id"] == "abc-123"
+    generated = (await c.get("/health/live", headers={"X-Correlation-ID": "bad id\n"})).headers
+    assert generated["x-correlation-id"] != "bad id\n"
+    expired = mint_token(DEV_JWT_SECRET, "u", ["analyst"], ttl=-10)
+    r = await c.get("/events", headers={"Authorization": f"Bearer {expired}"})
+    assert r.status_code == 401
+    assert "expired" in r.json()["detail"]
+    forged = mint_token("another-secret-of-sufficient-length-1234", "u", ["admin"])
+    assert (
+        await c.get("/events", headers={"Authorization": f"Bearer {forged}"})
+    ).status_code == 401
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[tuple[str, Any]]:
+    """An OIDC-style JWKS endpoint on loopback serving one RSA public key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/jwks", key
+    server.shutdown()
+
+
+@pytest.mark.integration
+async def test_rs256_tokens_via_jwks(
+    app_client: Callable[..., Any], jwks_server: tuple[str, Any]
+) -> None:
+    url, key = jwks_server
+    c = await app_client(jwt_jwks_url=url, jwt_audience="crm", jwt_issuer="https://idp.test")
+    now = int(time.time())
+    claims = {"sub": "u1", "roles": ["analyst"], "aud": "crm", "iss": "https://idp.test"}
+    good = jwt.encode({**claims, "exp": now + 60}, key, algorithm="RS256", headers={"kid": "k1"})
+    r = await c.get("/events", headers={"Authorization": f"Bearer {good}"})
+    assert r.status_code == 200, r.text
+    wrong_aud = jwt.encode(
+        {**claims, "aud": "other", "exp": now + 60}, key, algorithm="RS256", headers={"kid": "k1"}
+    )
+    assert (
+        await c.get("/events", headers={"Authorization": f"Bearer {wrong_aud}"})
+    ).status_code == 401
+    hs = mint_token(DEV_JWT_SECRET, "u1", ["analyst"])  # the dev secret is not accepted here
+    assert (await feed(c, hs)).status_code == 401
+    marketer = jwt.encode(
+        {**claims, "roles": ["marketer"], "exp": now + 60},
+        key,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    assert (
+        await c.get("/events", headers={"Authorization": f"Bearer {marketer}"})
+    ).status_code == 200
+    none_role = jwt.encode(
+        {**claims, "roles": [], "exp": now + 60}, key, algorithm="RS256", headers={"kid": "k1"}
+    )
+    assert (
+        await c.get("/events", headers={"Authorization": f"Bearer {none_role}"})
+    ).status_code == 403

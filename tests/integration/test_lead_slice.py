@@ -1,0 +1,117 @@
+"""End to end: POST /leads -> event store -> relay -> Kafka -> faust agent -> customer timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from crm_analytics.app import create_app as create_analytics
+from crm_runtime.context import open_context
+from crm_runtime.relay import OutboxRelay
+from crm_runtime.settings import Settings
+from crm_runtime.testing import unique_name
+from crm_sales.app import create_app as create_sales
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def platform(
+    fresh_db: Callable[..., Any], settings_for: Callable[..., Settings], kafka: tuple[str, bool]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    sales_db = await fresh_db("crm_sales")
+    analytics_db = await fresh_db("crm_analytics")
+    sales_settings = settings_for("sales", database_url=sales_db)
+    analytics_settings = settings_for("analytics", database_url=analytics_db)
+    app_id = unique_name("analytics")
+    env = {
+        **os.environ,
+        "ANALYTICS_DATABASE_URL": analytics_db,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka[0],
+        "KAFKA_EMBEDDED": str(kafka[1]).lower(),
+        "KAFKA_PARTITIONS": "3",
+        "ANALYTICS_APP_ID": app_id,
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crm_runtime.cli", "analytics-worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    relay_ctx = await open_context(sales_settings, ["crm_sales"])
+    stop = asyncio.Event()
+    relay = asyncio.create_task(
+        OutboxRelay(relay_ctx.pool, relay_ctx.store, sales_settings, "sales").run(stop)
+    )
+    sales, analytics = create_sales(sales_settings), create_analytics(analytics_settings)
+    try:
+        async with (
+            sales.router.lifespan_context(sales),
+            analytics.router.lifespan_context(analytics),
+        ):
+            s = httpx.AsyncClient(transport=httpx.ASGITransport(app=sales), base_url="http://s")
+            a = httpx.AsyncClient(transport=httpx.ASGITransport(app=analytics), base_url="http://a")
+            async with s, a:
+                yield s, a
+    finally:
+        stop.set()
+        await relay
+        await relay_ctx.close()
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if worker.returncode not in (0, -15):
+            err = worker.stderr.read().decode() if worker.stderr else ""
+            print(err[-3000:])
+
+
+async def wait_timeline(
+    a: httpx.AsyncClient, customer: str, headers: dict[str, str], n: int, timeout: float = 60
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await a.get(f"/customers/{customer}/timeline", headers=headers)
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        if len(items) >= n or time.monotonic() > deadline:
+            return items
+        await asyncio.sleep(0.2)
+
+
+async def test_lead_reaches_the_customer_timeline(
+    platform: tuple[httpx.AsyncClient, httpx.AsyncClient], token: Callable[..., str]
+) -> None:
+    sales, analytics = platform
+    h = {"Authorization": f"Bearer {token('sales_manager')}"}
+    r = await sales.post(
+        "/leads",
+        json={"name": "Grace Hopper", "company": "Navy", "source": "referral"},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    lead = r.json()
+    await sales.post(f"/leads/{lead['id']}/qualify", json={"score": 90}, headers=h)
+
+    items = await wait_timeline(analytics, lead["customer_id"], h, 2)
+    assert [i["type"] for i in items] == ["crm.sales.lead.captured", "crm.sales.lead.qualified"]
+    assert items[0]["summary"] == "Lead captured from referral (Navy)"
+    assert items[1]["summary"] == "Lead qualified with score 90"
+    assert items[0]["context"] == "sales"
+    assert items[0]["link"] == f"sales:/leads/{lead['id']}"
+    assert items[0]["data"]["name"] == "Grace Hopper"
+
+    other = await analytics.get("/customers/someone-else/timeline", headers=h)
+    assert other.json()["items"] == []
+    denied = await analytics.get(f"/customers/{lead['customer_id']}/timeline")
+    assert denied.status_code == 401
