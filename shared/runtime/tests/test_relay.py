@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from cloudevents.v1 import kafka as ce_kafka
 
 from crm_events import CloudEvent, context_topic, public_topic
 from crm_runtime import kafka as kafka_clients
@@ -89,6 +90,16 @@ async def test_relay_publishes_committed_events_keyed_by_customer(
         assert r.key == ce.subject.encode()  # type: ignore[union-attr]
         by_id[ce.id] = ce
     assert {e.event_id for e in events + more} <= set(by_id)
+    # A client we did not write reads the same records off the broker.
+    for r in records:
+        sdk_event = ce_kafka.from_binary(
+            ce_kafka.KafkaMessage(headers=dict(r.headers), key=r.key, value=r.value)
+        )
+        ours = by_id[uuid.UUID(sdk_event["id"])]
+        assert sdk_event["type"] == "crm.sales.lead.captured"
+        assert sdk_event["subject"] == ours.subject
+        assert sdk_event["streamversion"] == "1"
+        assert sdk_event.get_data() == ours.data
     public = await read_topic(settings, public_topic(), 25)
     assert {e.event_id for e in events} <= {
         CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in public

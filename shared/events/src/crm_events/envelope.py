@@ -95,7 +95,10 @@ class CloudEvent(BaseModel):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise EnvelopeError(f"value is not JSON: {exc}") from exc
         content_type = hdrs.get("content-type", "")
-        if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        # Structured mode; some SDKs label it plain application/json, so also recognise the body.
+        if content_type.startswith(STRUCTURED_CONTENT_TYPE) or (
+            "ce_specversion" not in hdrs and isinstance(body, dict) and "specversion" in body
+        ):
             if not isinstance(body, dict):
                 raise EnvelopeError("structured CloudEvent is not a JSON object")
             attrs: dict[str, Any] = dict(body)
