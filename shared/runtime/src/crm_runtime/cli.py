@@ -7,9 +7,13 @@ import argparse
 import asyncio
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from crm_runtime.settings import Settings
+
+# platformdirs (via pgserver) warns when XDG_RUNTIME_DIR is unset, as in containers; harmless.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
