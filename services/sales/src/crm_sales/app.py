@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
-from crm_sales.entrypoints.api import leads
+from crm_sales.entrypoints.api import deals, directory, leads
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -15,7 +15,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="CRM Sales",
         description="Leads, contacts, accounts, deals and pipeline, quotes, invoices and payments. "
         "Every change is a `crm.sales.*` event.",
-        routers=[leads.router],
+        routers=[
+            leads.router,
+            directory.contacts_router,
+            directory.accounts_router,
+            deals.pipelines_router,
+            deals.deals_router,
+            deals.rates_router,
+        ],
         migrations=["crm_sales"],
         feed_roles=("analyst", "sales_manager"),
     )

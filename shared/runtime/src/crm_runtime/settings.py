@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default="crm-analytics", description="faust app id = consumer group of the processors"
     )
 
+    base_currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency that deal amounts are converted into for pipeline totals",
+    )
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 from crm_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -60,3 +61,33 @@ def kafka_broker() -> Iterator[tuple[str, bool]]:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+class ApiCaller:
+    """An HTTP client acting as one user (bearer token): ``await alice.post("/contacts", ...)``.
+
+    Used by the service tests; takes any httpx.AsyncClient (ASGI transport or a real server).
+    """
+
+    def __init__(self, client: Any, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> Any:
+        return await self.client.request(
+            method, url, headers={**self.headers, **(headers or {})}, **kw
+        )
+
+    async def get(self, url: str, **kw: Any) -> Any:
+        return await self.request("GET", url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> Any:
+        return await self.request("POST", url, **kw)
+
+    async def patch(self, url: str, **kw: Any) -> Any:
+        return await self.request("PATCH", url, **kw)
+
+    async def put(self, url: str, **kw: Any) -> Any:
+        return await self.request("PUT", url, **kw)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from crm_events.schemas.sales import LeadSource
+from crm_events.schemas.sales import AccountDetails, ContactDetails, LeadSource
 from crm_runtime.db import Conn
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import lead_view
+from crm_sales.application.deals import DealHandlers
+from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
+from crm_sales.domain.account import Account
+from crm_sales.domain.contact import Contact
+from crm_sales.domain.deal import Deal
 from crm_sales.domain.lead import Lead
 
 
@@ -76,3 +81,118 @@ class LeadHandlers:
         await self.leads.save(conn, lead, meta)
         await lead_view.upsert(conn, lead, datetime.now(UTC))
         return lead
+
+
+@dataclass(frozen=True)
+class DealSpec:
+    name: str | None
+    amount_minor: int
+    currency: str
+    pipeline_id: str | None = None
+    stage: str | None = None
+    expected_close: date | None = None
+
+
+@dataclass(frozen=True)
+class ConvertLead:
+    lead_id: str
+    expected_version: int | None = None
+    contact_id: str | None = None  # attach to this existing contact instead of creating one
+    account_id: str | None = None  # attach to this existing account
+    account_name: str | None = None  # create an account (default: the lead's company)
+    account_domain: str | None = None
+    create_account: bool = True
+    deal: DealSpec | None = None
+    owner_id: str | None = None
+    team_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Conversion:
+    lead: Lead
+    contact: Contact
+    account: Account | None
+    deal: Deal | None
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    parts = name.strip().rsplit(" ", 1)
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+async def convert_lead(
+    conn: Conn,
+    cmd: ConvertLead,
+    meta: Metadata,
+    *,
+    leads: LeadHandlers,
+    contacts: ContactHandlers,
+    accounts: AccountHandlers,
+    deals: DealHandlers,
+) -> Conversion:
+    """Lead -> contact + account + deal in one transaction: all of it is saved, or none."""
+    lead = await leads.leads.load(cmd.lead_id, conn=conn)
+    check_version(cmd.expected_version, lead.version)
+    owner = cmd.owner_id or lead.owner_id
+    account: Account | None = None
+    if cmd.account_id:
+        account = await accounts.accounts.load(cmd.account_id, conn=conn)
+        ensure_not_merged(account)
+    elif cmd.create_account and (cmd.account_name or lead.company):
+        account = await accounts.create(
+            conn,
+            AccountDetails(name=cmd.account_name or lead.company, domain=cmd.account_domain),
+            meta,
+            owner_id=owner,
+            team_id=cmd.team_id,
+            lead_id=lead.id,
+        )
+    if cmd.contact_id:
+        contact = await contacts.contacts.load(cmd.contact_id, conn=conn)
+        ensure_not_merged(contact)
+    else:
+        first, last = split_name(lead.name)
+        contact = await contacts.create(
+            conn,
+            ContactDetails(
+                first_name=first,
+                last_name=last,
+                emails=[lead.email] if lead.email else [],
+                phones=[lead.phone] if lead.phone else [],
+                account_id=account.id if account else None,
+            ),
+            meta,
+            owner_id=owner,
+            team_id=cmd.team_id,
+            customer_id=lead.customer_id,  # the customer keeps the id the lead gave it
+            lead_id=lead.id,
+        )
+    deal: Deal | None = None
+    if cmd.deal is not None:
+        deal = await deals.open(
+            conn,
+            meta,
+            customer_id=contact.customer_id,
+            name=cmd.deal.name or f"{account.name if account else lead.name} deal",
+            amount_minor=cmd.deal.amount_minor,
+            currency=cmd.deal.currency,
+            expected_close=cmd.deal.expected_close,
+            lines=[],
+            pipeline_id=cmd.deal.pipeline_id,
+            stage=cmd.deal.stage,
+            owner_id=owner,
+            team_id=cmd.team_id,
+            account_id=account.id if account else None,
+            contact_id=contact.id,
+            lead_id=lead.id,
+            source=lead.source,
+        )
+    lead.convert(
+        customer_id=contact.customer_id,
+        contact_id=contact.id,
+        account_id=account.id if account else None,
+        deal_id=deal.id if deal else None,
+    )
+    await leads.leads.save(conn, lead, meta)
+    await lead_view.upsert(conn, lead, datetime.now(UTC))
+    return Conversion(lead, contact, account, deal)

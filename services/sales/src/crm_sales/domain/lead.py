@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from crm_events.schemas.sales import LeadCaptured, LeadDisqualified, LeadQualified, LeadSource
+from crm_events.schemas.sales import (
+    LeadCaptured,
+    LeadConverted,
+    LeadDisqualified,
+    LeadQualified,
+    LeadSource,
+)
 from crm_runtime.aggregate import Aggregate, applies
 from crm_runtime.errors import DomainError
 
-LeadStatus = Literal["new", "qualified", "disqualified"]
+LeadStatus = Literal["new", "qualified", "disqualified", "converted"]
 
 
 class Lead(Aggregate):
@@ -28,6 +34,7 @@ class Lead(Aggregate):
         self.score: int | None = None
         self.notes: str | None = None
         self.disqualify_reason: str | None = None
+        self.converted: LeadConverted | None = None
 
     @classmethod
     def capture(
@@ -59,15 +66,47 @@ class Lead(Aggregate):
         )
         return lead
 
+    def _ensure_open(self) -> None:
+        if self.status == "converted" and self.converted is not None:
+            raise DomainError(
+                f"the lead was converted into contact {self.converted.contact_id}",
+                contact_id=self.converted.contact_id,
+            )
+
     def qualify(self, score: int, notes: str | None = None) -> None:
+        self._ensure_open()
         if self.status == "disqualified":
             raise DomainError("a disqualified lead cannot be qualified")
         self.record(LeadQualified(lead_id=self.id, score=score, notes=notes))
 
     def disqualify(self, reason: str) -> None:
+        self._ensure_open()
         if self.status == "disqualified":
             raise DomainError("the lead is already disqualified")
         self.record(LeadDisqualified(lead_id=self.id, reason=reason))
+
+    def convert(
+        self,
+        *,
+        customer_id: str,
+        contact_id: str,
+        account_id: str | None,
+        deal_id: str | None,
+    ) -> None:
+        """Record the conversion; the contact, account and deal are saved in the same commit."""
+        self._ensure_open()
+        if self.status == "disqualified":
+            raise DomainError("a disqualified lead cannot be converted")
+        self.record(
+            LeadConverted(
+                lead_id=self.id,
+                lead_customer_id=self.customer_id,
+                customer_id=customer_id,
+                contact_id=contact_id,
+                account_id=account_id,
+                deal_id=deal_id,
+            )
+        )
 
     @applies(LeadCaptured)
     def _captured(self, e: LeadCaptured) -> None:
@@ -91,3 +130,8 @@ class Lead(Aggregate):
     def _disqualified(self, e: LeadDisqualified) -> None:
         self.status = "disqualified"
         self.disqualify_reason = e.reason
+
+    @applies(LeadConverted)
+    def _converted(self, e: LeadConverted) -> None:
+        self.status = "converted"
+        self.converted = e

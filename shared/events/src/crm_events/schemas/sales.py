@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from crm_events.registry import EventPayload, event_type
 
@@ -41,3 +42,328 @@ class LeadDisqualified(EventPayload):
 
     lead_id: str
     reason: str = Field(min_length=1)
+
+
+# --- shared value objects ---------------------------------------------------------------------
+
+AccountTier = Literal["standard", "key", "top"]
+CustomValue = StrictBool | StrictInt | float | str
+StageOutcome = Literal["open", "won", "lost"]
+
+
+class Address(EventPayload):
+    """A postal address; every part optional."""
+
+    street: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2")
+
+
+class ContactDetails(EventPayload):
+    """The changeable details of a contact; an update names which of them it sets."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    emails: list[str] | None = None
+    phones: list[str] | None = None
+    title: str | None = None
+    account_id: str | None = None
+    address: Address | None = None
+    region: str | None = None
+    industry: str | None = None
+    social_profiles: list[str] | None = None
+    tags: list[str] | None = None
+    custom_fields: dict[str, CustomValue] | None = None
+
+
+class AccountDetails(EventPayload):
+    """The changeable details of an account; an update names which of them it sets."""
+
+    name: str | None = None
+    domain: str | None = None
+    website: str | None = None
+    phones: list[str] | None = None
+    industry: str | None = None
+    region: str | None = None
+    tier: AccountTier | None = None
+    address: Address | None = None
+    social_profiles: list[str] | None = None
+    tags: list[str] | None = None
+    custom_fields: dict[str, CustomValue] | None = None
+
+
+# --- contacts ---------------------------------------------------------------------------------
+
+
+@event_type("crm.sales.contact.created", version=1, public=True)
+class ContactCreated(EventPayload):
+    """A contact was created."""
+
+    contact_id: str
+    customer_id: str
+    details: ContactDetails
+    owner_id: str | None = None
+    team_id: str | None = None
+    lead_id: str | None = Field(default=None, description="the lead it was converted from")
+
+
+@event_type("crm.sales.contact.updated", version=1, public=True)
+class ContactUpdated(EventPayload):
+    """Contact details were changed."""
+
+    contact_id: str
+    changed: list[str] = Field(min_length=1, description="the fields of `values` this sets")
+    values: ContactDetails
+
+
+@event_type("crm.sales.contact.reassigned", version=1)
+class ContactReassigned(EventPayload):
+    """The contact was given to another owner."""
+
+    contact_id: str
+    owner_id: str | None
+    team_id: str | None = None
+
+
+@event_type("crm.sales.contact.merged", version=1, public=True)
+class ContactMerged(EventPayload):
+    """Another contact was merged into this one."""
+
+    contact_id: str
+    customer_id: str
+    merged_id: str
+    merged_customer_id: str
+    merge_id: str
+    absorbed: ContactDetails = Field(description="what the survivor took over from the merged")
+    absorbed_fields: list[str]
+
+
+@event_type("crm.sales.contact.merged_into", version=1)
+class ContactMergedInto(EventPayload):
+    """This contact was merged into another; it now points to the survivor."""
+
+    contact_id: str
+    survivor_id: str
+    survivor_customer_id: str
+    merge_id: str
+
+
+@event_type("crm.sales.contact.merge_undone", version=1, public=True)
+class ContactMergeUndone(EventPayload):
+    """A contact merge was undone; both contacts stand on their own again."""
+
+    contact_id: str
+    merge_id: str
+    survivor_id: str
+    survivor_customer_id: str
+    merged_id: str
+    merged_customer_id: str
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+@event_type("crm.sales.account.created", version=1, public=True)
+class AccountCreated(EventPayload):
+    """An account was created."""
+
+    account_id: str
+    customer_id: str
+    details: AccountDetails
+    owner_id: str | None = None
+    team_id: str | None = None
+    lead_id: str | None = None
+
+
+@event_type("crm.sales.account.updated", version=1, public=True)
+class AccountUpdated(EventPayload):
+    """Account details were changed."""
+
+    account_id: str
+    changed: list[str] = Field(min_length=1)
+    values: AccountDetails
+
+
+@event_type("crm.sales.account.reassigned", version=1)
+class AccountReassigned(EventPayload):
+    """The account was given to another owner."""
+
+    account_id: str
+    owner_id: str | None
+    team_id: str | None = None
+
+
+@event_type("crm.sales.account.merged", version=1, public=True)
+class AccountMerged(EventPayload):
+    """Another account was merged into this one."""
+
+    account_id: str
+    customer_id: str
+    merged_id: str
+    merged_customer_id: str
+    merge_id: str
+    absorbed: AccountDetails
+    absorbed_fields: list[str]
+
+
+@event_type("crm.sales.account.merged_into", version=1)
+class AccountMergedInto(EventPayload):
+    """This account was merged into another; it now points to the survivor."""
+
+    account_id: str
+    survivor_id: str
+    survivor_customer_id: str
+    merge_id: str
+
+
+@event_type("crm.sales.account.merge_undone", version=1, public=True)
+class AccountMergeUndone(EventPayload):
+    """An account merge was undone; both accounts stand on their own again."""
+
+    account_id: str
+    merge_id: str
+    survivor_id: str
+    survivor_customer_id: str
+    merged_id: str
+    merged_customer_id: str
+
+
+# --- lead conversion --------------------------------------------------------------------------
+
+
+@event_type("crm.sales.lead.converted", version=1, public=True)
+class LeadConverted(EventPayload):
+    """The lead was converted into a contact, an account and a deal."""
+
+    lead_id: str
+    lead_customer_id: str
+    customer_id: str = Field(description="the contact's customer id (differs if it existed)")
+    contact_id: str
+    account_id: str | None = None
+    deal_id: str | None = None
+
+
+# --- pipelines and deals ----------------------------------------------------------------------
+
+
+class Stage(EventPayload):
+    """One stage of a pipeline."""
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    name: str = Field(min_length=1, max_length=100)
+    probability: int = Field(ge=0, le=100, description="win probability in percent")
+    outcome: StageOutcome = "open"
+
+
+@event_type("crm.sales.pipeline.defined", version=1)
+class PipelineDefined(EventPayload):
+    """A pipeline was defined with its ordered stages."""
+
+    pipeline_id: str
+    name: str
+    stages: list[Stage] = Field(min_length=2)
+
+
+@event_type("crm.sales.pipeline.stages_changed", version=1)
+class PipelineStagesChanged(EventPayload):
+    """A pipeline's stages were changed."""
+
+    pipeline_id: str
+    stages: list[Stage] = Field(min_length=2)
+
+
+class DealLine(EventPayload):
+    """A product on a deal."""
+
+    product_id: str | None = None
+    name: str = Field(min_length=1)
+    quantity: int = Field(ge=1)
+    unit_price_minor: int = Field(ge=0)
+
+
+@event_type("crm.sales.deal.opened", version=1, public=True)
+class DealOpened(EventPayload):
+    """A deal was opened."""
+
+    deal_id: str
+    customer_id: str
+    name: str
+    pipeline_id: str
+    stage: str
+    probability: int
+    amount_minor: int = Field(ge=0, description="amount in the currency's minor unit")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    base_currency: str = Field(pattern=r"^[A-Z]{3}$")
+    exchange_rate: str = Field(description="decimal: 1 unit of currency in base currency")
+    expected_close: date | None = None
+    owner_id: str | None = None
+    team_id: str | None = None
+    account_id: str | None = None
+    contact_id: str | None = None
+    lead_id: str | None = None
+    source: str | None = None
+    lines: list[DealLine] = []
+
+
+@event_type("crm.sales.deal.stage_changed", version=1, public=True)
+class DealStageChanged(EventPayload):
+    """The deal moved to another stage."""
+
+    deal_id: str
+    from_stage: str
+    to_stage: str
+    probability: int
+
+
+@event_type("crm.sales.deal.updated", version=1)
+class DealUpdated(EventPayload):
+    """Deal terms were changed."""
+
+    deal_id: str
+    name: str | None = None
+    amount_minor: int | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    exchange_rate: str | None = None
+    expected_close: date | None = None
+    lines: list[DealLine] | None = None
+    changed: list[str] = Field(min_length=1)
+
+
+@event_type("crm.sales.deal.reassigned", version=1)
+class DealReassigned(EventPayload):
+    """The deal was given to another owner."""
+
+    deal_id: str
+    owner_id: str | None
+    team_id: str | None = None
+
+
+@event_type("crm.sales.deal.won", version=1, public=True)
+class DealWon(EventPayload):
+    """The deal was won."""
+
+    deal_id: str
+    stage: str
+    amount_minor: int
+    currency: str
+    reason: str | None = None
+
+
+@event_type("crm.sales.deal.lost", version=1, public=True)
+class DealLost(EventPayload):
+    """The deal was lost, with the reason."""
+
+    deal_id: str
+    stage: str
+    reason: str = Field(min_length=1)
+
+
+@event_type("crm.sales.exchange_rate.set", version=1)
+class ExchangeRateSet(EventPayload):
+    """An exchange rate to the base currency was set."""
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    base_currency: str = Field(pattern=r"^[A-Z]{3}$")
+    rate: str = Field(description="decimal: 1 unit of currency in base currency")

@@ -21,10 +21,22 @@ from crm_runtime.http.commands import (
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_sales.adapters import lead_view
-from crm_sales.application.leads import CaptureLead, DisqualifyLead, LeadHandlers, QualifyLead
+from crm_sales.application.deals import DealHandlers
+from crm_sales.application.directory import AccountHandlers, ContactHandlers
+from crm_sales.application.leads import (
+    CaptureLead,
+    ConvertLead,
+    DealSpec,
+    DisqualifyLead,
+    LeadHandlers,
+    QualifyLead,
+    convert_lead,
+)
 from crm_sales.domain.lead import Lead
 from crm_sales.entrypoints.api.schemas import (
+    ConversionOut,
     HistoryEntry,
+    LeadConvert,
     LeadCreate,
     LeadDisqualify,
     LeadPublic,
@@ -187,3 +199,53 @@ async def _existing(handlers: LeadHandlers, lead_id: str) -> Lead:
         return await handlers.leads.load(lead_id)
     except NotFound:
         raise NotFound(f"lead {lead_id} does not exist") from None
+
+
+@router.post(
+    "/{lead_id}/convert",
+    response_model=ConversionOut,
+    summary="Convert a lead into a contact, an account and a deal (all or nothing)",
+    responses={
+        409: {"description": "already converted, disqualified, or a duplicate contact/account"},
+        412: {"description": "stale If-Match"},
+        422: {"description": "invalid field (e.g. no exchange rate for the deal's currency)"},
+    },
+)
+async def convert(
+    lead_id: str, body: LeadConvert, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = LeadHandlers(ctx.store)
+    _visible(user, await _existing(handlers, lead_id))
+    cmd = ConvertLead(
+        lead_id=lead_id,
+        expected_version=expected_version(if_match),
+        contact_id=body.contact_id,
+        account_id=body.account_id,
+        account_name=body.account_name,
+        account_domain=body.account_domain,
+        create_account=body.create_account,
+        deal=DealSpec(**body.deal.model_dump()) if body.deal else None,
+        owner_id=body.owner_id,
+        team_id=user.team,
+    )
+
+    async def command(conn: Conn) -> CommandResult:
+        done = await convert_lead(
+            conn,
+            cmd,
+            metadata_for(user),
+            leads=handlers,
+            contacts=ContactHandlers(ctx.store),
+            accounts=AccountHandlers(ctx.store),
+            deals=DealHandlers(ctx.store, ctx.settings.base_currency),
+        )
+        body_out = ConversionOut(
+            lead_id=done.lead.id,
+            customer_id=done.contact.customer_id,
+            contact_id=done.contact.id,
+            account_id=done.account.id if done.account else None,
+            deal_id=done.deal.id if done.deal else None,
+        )
+        return CommandResult(200, body_out, {"ETag": etag(done.lead.version)})
+
+    return await run_command(ctx, user, None, None, command)

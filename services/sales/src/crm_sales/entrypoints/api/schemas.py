@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, StrictBool, StrictInt
 
-from crm_events.schemas.sales import LeadSource
+from crm_events.schemas.sales import AccountDetails, AccountTier, ContactDetails, LeadSource
 from crm_sales.domain.lead import Lead, LeadStatus
 
 
@@ -106,3 +107,345 @@ class HistoryEntry(BaseModel):
     actor: str | None
     correlation_id: str | None
     data: dict[str, Any]
+
+
+# --- contacts and accounts ------------------------------------------------------------------
+
+Phone = Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9 ()./-]{3,40}$")]
+Tag = Annotated[str, Field(min_length=1, max_length=50)]
+CustomKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+CustomFields = dict[
+    CustomKey, StrictBool | StrictInt | float | Annotated[str, Field(max_length=2000)]
+]
+
+
+class AddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    street: str | None = Field(default=None, max_length=300)
+    city: str | None = Field(default=None, max_length=100)
+    region: str | None = Field(default=None, max_length=100)
+    postal_code: str | None = Field(default=None, max_length=20)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1")
+
+
+class ContactFields(BaseModel):
+    """Every changeable contact field; on PATCH only the fields you send change (null clears)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    emails: list[EmailStr] | None = Field(default=None, max_length=10)
+    phones: list[Phone] | None = Field(default=None, max_length=10)
+    title: ShortText | None = None
+    account_id: str | None = Field(default=None, max_length=100)
+    address: AddressIn | None = None
+    region: ShortText | None = None
+    industry: ShortText | None = None
+    social_profiles: list[HttpUrl] | None = Field(default=None, max_length=10)
+    tags: list[Tag] | None = Field(default=None, max_length=50)
+    custom_fields: CustomFields | None = None
+
+    def details(self) -> ContactDetails:
+        return ContactDetails.model_validate(self.model_dump(mode="json"))
+
+
+class ContactCreate(ContactFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "emails": ["ada@example.com"],
+                    "phones": ["+44 20 7946 0000"],
+                    "title": "CTO",
+                    "region": "EMEA",
+                    "tags": ["vip"],
+                    "social_profiles": ["https://www.linkedin.com/in/ada"],
+                    "custom_fields": {"newsletter": True, "employees": 12},
+                }
+            ]
+        },
+    )
+
+    last_name: ShortText
+    owner_id: str | None = Field(default=None, max_length=100)
+
+
+class AccountFields(BaseModel):
+    """Every changeable account field; on PATCH only the fields you send change (null clears)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ShortText | None = None
+    domain: str | None = Field(
+        default=None, max_length=253, pattern=r"^(https?://)?[A-Za-z0-9.-]+\.[A-Za-z]{2,}(/.*)?$"
+    )
+    website: HttpUrl | None = None
+    phones: list[Phone] | None = Field(default=None, max_length=10)
+    industry: ShortText | None = None
+    region: ShortText | None = None
+    tier: AccountTier | None = Field(default=None, description="top customers get reminders")
+    address: AddressIn | None = None
+    social_profiles: list[HttpUrl] | None = Field(default=None, max_length=10)
+    tags: list[Tag] | None = Field(default=None, max_length=50)
+    custom_fields: CustomFields | None = None
+
+    def details(self) -> AccountDetails:
+        return AccountDetails.model_validate(self.model_dump(mode="json"))
+
+
+class AccountCreate(AccountFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Analytical Engines Ltd",
+                    "domain": "analytical-engines.example",
+                    "industry": "Manufacturing",
+                    "region": "EMEA",
+                    "tier": "top",
+                }
+            ]
+        },
+    )
+
+    name: ShortText
+    owner_id: str | None = Field(default=None, max_length=100)
+
+
+class Reassign(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"owner_id": "bob"}]})
+
+    owner_id: str | None = Field(max_length=100)
+    team_id: str | None = Field(default=None, max_length=100)
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merged_id: str = Field(description="the record that is merged into the one in the path")
+
+
+class PartyPublic(BaseModel):
+    id: str
+    customer_id: str
+    owner_id: str | None
+    team_id: str | None
+    merged_into: str | None = Field(description="set when this record was merged away")
+    active_merges: list[str] = Field(description="merge ids that can be undone")
+    version: int
+
+
+class ContactPublic(PartyPublic, ContactFields):
+    model_config = ConfigDict(extra="ignore")
+
+    display_name: str
+    lead_id: str | None
+
+
+class AccountPublic(PartyPublic, AccountFields):
+    model_config = ConfigDict(extra="ignore")
+
+    lead_id: str | None
+
+
+class MergeResult(BaseModel):
+    merge_id: str
+    survivor: dict[str, Any]
+
+
+class UndoResult(BaseModel):
+    survivor: dict[str, Any]
+    restored: dict[str, Any]
+
+
+# --- pipelines, deals, exchange rates -------------------------------------------------------
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
+
+
+class StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    name: str = Field(min_length=1, max_length=100)
+    probability: int = Field(ge=0, le=100)
+    outcome: Literal["open", "won", "lost"] = "open"
+
+
+class PipelineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    stages: list[StageIn] = Field(min_length=2, max_length=30)
+
+
+class PipelineStages(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[StageIn] = Field(min_length=2, max_length=30)
+
+
+class PipelinePublic(BaseModel):
+    id: str
+    name: str
+    stages: list[StageIn]
+    version: int
+
+
+class BoardColumn(BaseModel):
+    stage: str
+    name: str
+    probability: int
+    outcome: str
+    deals: int
+    amount_base_minor: int
+    weighted_base_minor: int
+
+
+class Board(BaseModel):
+    pipeline_id: str
+    base_currency: str
+    columns: list[BoardColumn]
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str | None = Field(default=None, max_length=100)
+    name: str = Field(min_length=1, max_length=200)
+    quantity: int = Field(ge=1, le=1_000_000)
+    unit_price_minor: int = Field(ge=0)
+
+
+class DealCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Analytical Engines — 40 seats",
+                    "contact_id": "6c1f…",
+                    "amount_minor": 4800000,
+                    "currency": "EUR",
+                    "expected_close": "2027-03-31",
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=200)
+    contact_id: str | None = None
+    account_id: str | None = None
+    amount_minor: int = Field(default=0, ge=0, description="in the currency's minor unit")
+    currency: Currency
+    expected_close: date | None = None
+    lines: list[LineIn] = Field(default_factory=list, max_length=200)
+    pipeline_id: str | None = Field(default=None, description="default pipeline if omitted")
+    stage: str | None = Field(default=None, description="first open stage if omitted")
+    owner_id: str | None = Field(default=None, max_length=100)
+
+
+class DealTerms(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    amount_minor: int | None = Field(default=None, ge=0)
+    currency: Currency | None = None
+    expected_close: date | None = None
+    lines: list[LineIn] | None = None
+
+
+class StageMove(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"stage": "demo"}, {"stage": "lost", "reason": "budget"}]},
+    )
+
+    stage: str = Field(min_length=1, max_length=40)
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class StageSpanOut(BaseModel):
+    stage: str
+    entered_at: datetime
+    left_at: datetime | None
+    seconds: float
+
+
+class DealPublic(BaseModel):
+    id: str
+    customer_id: str
+    name: str
+    pipeline_id: str
+    stage: str
+    status: str
+    probability: int
+    amount_minor: int
+    currency: str
+    base_currency: str
+    exchange_rate: str
+    expected_close: date | None
+    owner_id: str | None
+    team_id: str | None
+    account_id: str | None
+    contact_id: str | None
+    lead_id: str | None
+    source: str | None
+    lines: list[LineIn]
+    close_reason: str | None
+    stage_history: list[StageSpanOut] = []
+    version: int
+
+
+class RateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"rate": "0.92"}]})
+
+    rate: Decimal = Field(gt=0, max_digits=18, decimal_places=10, description="1 unit in base")
+
+
+class ConvertDeal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    amount_minor: int = Field(default=0, ge=0)
+    currency: Currency
+    pipeline_id: str | None = None
+    stage: str | None = None
+    expected_close: date | None = None
+
+
+class LeadConvert(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_domain": "analytical-engines.example",
+                    "deal": {"amount_minor": 1200000, "currency": "EUR"},
+                }
+            ]
+        },
+    )
+
+    contact_id: str | None = Field(default=None, description="attach to an existing contact")
+    account_id: str | None = Field(default=None, description="attach to an existing account")
+    account_name: str | None = Field(default=None, min_length=1, max_length=200)
+    account_domain: str | None = Field(default=None, max_length=253)
+    create_account: bool = Field(default=True, description="create an account from the company")
+    deal: ConvertDeal | None = None
+    owner_id: str | None = Field(default=None, max_length=100)
+
+
+class ConversionOut(BaseModel):
+    lead_id: str
+    customer_id: str
+    contact_id: str
+    account_id: str | None
+    deal_id: str | None

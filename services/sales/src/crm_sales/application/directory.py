@@ -1,0 +1,212 @@
+"""Command handlers for contacts and accounts: create with duplicate check, update, reassign,
+merge and undo a merge. Each runs in the caller's transaction; read models and duplicate guards
+are written in it, so a 409 leaves nothing behind."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from crm_events.schemas.sales import AccountDetails, ContactDetails
+from crm_runtime.db import Conn
+from crm_runtime.errors import Conflict
+from crm_runtime.eventstore import EventStore, Metadata
+from crm_runtime.repository import Repository, check_version
+from crm_sales.adapters import directory
+from crm_sales.domain.account import Account, normalise_domain
+from crm_sales.domain.contact import Contact, normalise_email
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ContactHandlers:
+    def __init__(self, store: EventStore) -> None:
+        self.contacts = Repository(store, Contact)
+
+    async def create(
+        self,
+        conn: Conn,
+        details: ContactDetails,
+        meta: Metadata,
+        *,
+        owner_id: str | None,
+        team_id: str | None,
+        customer_id: str | None = None,
+        lead_id: str | None = None,
+    ) -> Contact:
+        emails = [normalise_email(e) for e in details.emails or []]
+        existing = await directory.find_contact_by_emails(conn, emails)
+        if existing is not None:
+            raise directory.duplicate_contact(existing)
+        contact = Contact.create(
+            str(uuid.uuid4()),
+            customer_id or str(uuid.uuid4()),
+            details,
+            owner_id=owner_id,
+            team_id=team_id,
+            lead_id=lead_id,
+        )
+        await self.contacts.save(conn, contact, meta)
+        await directory.upsert_contact(conn, contact, _now())
+        await directory.sync_emails(conn, contact)
+        return contact
+
+    async def update(
+        self,
+        conn: Conn,
+        contact_id: str,
+        values: ContactDetails,
+        fields: list[str],
+        meta: Metadata,
+        expected: int | None,
+    ) -> Contact:
+        contact = await self.contacts.load(contact_id, conn=conn)
+        check_version(expected, contact.version)
+        if contact.update(values, fields):
+            await self.contacts.save(conn, contact, meta)
+            await directory.upsert_contact(conn, contact, _now())
+            await directory.sync_emails(conn, contact)
+        return contact
+
+    async def reassign(
+        self,
+        conn: Conn,
+        contact: Contact,
+        owner_id: str | None,
+        team_id: str | None,
+        meta: Metadata,
+        expected: int | None,
+    ) -> Contact:
+        check_version(expected, contact.version)
+        contact.reassign(owner_id, team_id)
+        if contact.pending:
+            await self.contacts.save(conn, contact, meta)
+            await directory.upsert_contact(conn, contact, _now())
+        return contact
+
+    async def merge(
+        self, conn: Conn, survivor: Contact, merged: Contact, meta: Metadata
+    ) -> tuple[Contact, str]:
+        merge_id = str(uuid.uuid4())
+        survivor.merge(merged, merge_id)
+        await self.contacts.save(conn, survivor, meta)
+        await self.contacts.save(conn, merged, meta)
+        await directory.upsert_contact(conn, merged, _now())  # first: its e-mails now resolve
+        await directory.upsert_contact(conn, survivor, _now())
+        await directory.sync_emails(conn, survivor)
+        return survivor, merge_id
+
+    async def undo_merge(
+        self, conn: Conn, survivor: Contact, merge_id: str, meta: Metadata
+    ) -> tuple[Contact, Contact]:
+        merged_id, _ = survivor.undo_check(merge_id)
+        merged = await self.contacts.load(merged_id, conn=conn)
+        survivor.undo_merge(merged, merge_id)
+        await self.contacts.save(conn, survivor, meta)
+        await self.contacts.save(conn, merged, meta)
+        await directory.upsert_contact(conn, survivor, _now())
+        await directory.sync_emails(conn, survivor)
+        await directory.upsert_contact(conn, merged, _now())
+        await directory.sync_emails(conn, merged)
+        return survivor, merged
+
+
+class AccountHandlers:
+    def __init__(self, store: EventStore) -> None:
+        self.accounts = Repository(store, Account)
+
+    async def create(
+        self,
+        conn: Conn,
+        details: AccountDetails,
+        meta: Metadata,
+        *,
+        owner_id: str | None,
+        team_id: str | None,
+        lead_id: str | None = None,
+    ) -> Account:
+        domain = normalise_domain(details.domain) if details.domain else None
+        existing = await directory.find_account_by_domain(conn, domain)
+        if existing is not None:
+            raise directory.duplicate_account(existing)
+        account = Account.create(
+            str(uuid.uuid4()),
+            str(uuid.uuid4()),
+            details,
+            owner_id=owner_id,
+            team_id=team_id,
+            lead_id=lead_id,
+        )
+        await self.accounts.save(conn, account, meta)
+        await directory.upsert_account(conn, account, _now())
+        await directory.sync_domain(conn, account)
+        return account
+
+    async def update(
+        self,
+        conn: Conn,
+        account_id: str,
+        values: AccountDetails,
+        fields: list[str],
+        meta: Metadata,
+        expected: int | None,
+    ) -> Account:
+        account = await self.accounts.load(account_id, conn=conn)
+        check_version(expected, account.version)
+        if account.update(values, fields):
+            await self.accounts.save(conn, account, meta)
+            await directory.upsert_account(conn, account, _now())
+            await directory.sync_domain(conn, account)
+        return account
+
+    async def reassign(
+        self,
+        conn: Conn,
+        account: Account,
+        owner_id: str | None,
+        team_id: str | None,
+        meta: Metadata,
+        expected: int | None,
+    ) -> Account:
+        check_version(expected, account.version)
+        account.reassign(owner_id, team_id)
+        if account.pending:
+            await self.accounts.save(conn, account, meta)
+            await directory.upsert_account(conn, account, _now())
+        return account
+
+    async def merge(
+        self, conn: Conn, survivor: Account, merged: Account, meta: Metadata
+    ) -> tuple[Account, str]:
+        merge_id = str(uuid.uuid4())
+        survivor.merge(merged, merge_id)
+        await self.accounts.save(conn, survivor, meta)
+        await self.accounts.save(conn, merged, meta)
+        await directory.upsert_account(conn, merged, _now())
+        await directory.upsert_account(conn, survivor, _now())
+        await directory.sync_domain(conn, survivor)
+        return survivor, merge_id
+
+    async def undo_merge(
+        self, conn: Conn, survivor: Account, merge_id: str, meta: Metadata
+    ) -> tuple[Account, Account]:
+        merged_id, _ = survivor.undo_check(merge_id)
+        merged = await self.accounts.load(merged_id, conn=conn)
+        survivor.undo_merge(merged, merge_id)
+        await self.accounts.save(conn, survivor, meta)
+        await self.accounts.save(conn, merged, meta)
+        await directory.upsert_account(conn, survivor, _now())
+        await directory.sync_domain(conn, survivor)
+        await directory.upsert_account(conn, merged, _now())
+        await directory.sync_domain(conn, merged)
+        return survivor, merged
+
+
+def ensure_not_merged(record: Contact | Account) -> None:
+    if record.merged_into:
+        raise Conflict(
+            f"{record.kind} {record.id} was merged into {record.merged_into}",
+            survivor_id=record.merged_into,
+        )

@@ -1,0 +1,487 @@
+"""/pipelines, /deals and /exchange-rates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from crm_events.schemas.sales import DealLine, Stage
+from crm_runtime.db import Conn
+from crm_runtime.errors import InvalidInput, NotFound
+from crm_runtime.http.app import CtxDep
+from crm_runtime.http.commands import (
+    CommandResult,
+    etag,
+    expected_version,
+    metadata_for,
+    run_command,
+)
+from crm_runtime.http.pagination import Page
+from crm_sales import access
+from crm_sales.adapters import deal_view, directory
+from crm_sales.application.deals import DealHandlers
+from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
+from crm_sales.domain.deal import Deal, Terms
+from crm_sales.domain.pipeline import Pipeline
+from crm_sales.entrypoints.api.common import (
+    IdempotencyKey,
+    IfMatch,
+    Manager,
+    SalesUser,
+    after_of,
+    history,
+    next_cursor,
+)
+from crm_sales.entrypoints.api.schemas import (
+    Board,
+    BoardColumn,
+    DealCreate,
+    DealPublic,
+    DealTerms,
+    HistoryEntry,
+    LineIn,
+    PipelineCreate,
+    PipelinePublic,
+    PipelineStages,
+    RateIn,
+    Reassign,
+    StageIn,
+    StageMove,
+    StageSpanOut,
+)
+
+deals_router = APIRouter(prefix="/deals", tags=["deals"])
+pipelines_router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+rates_router = APIRouter(prefix="/exchange-rates", tags=["exchange rates"])
+
+
+def _handlers(ctx: Any) -> DealHandlers:
+    return DealHandlers(ctx.store, ctx.settings.base_currency)
+
+
+def pipeline_out(p: Pipeline) -> dict[str, Any]:
+    return PipelinePublic(
+        id=p.id,
+        name=p.name,
+        stages=[StageIn.model_validate(s.model_dump()) for s in p.stages],
+        version=p.version,
+    ).model_dump(mode="json")
+
+
+def _stages(items: list[StageIn]) -> list[Stage]:
+    return [Stage.model_validate(s.model_dump()) for s in items]
+
+
+# --- pipelines ------------------------------------------------------------------------------
+
+
+@pipelines_router.get("", response_model=list[PipelinePublic], summary="List pipelines")
+async def list_pipelines(ctx: CtxDep, user: SalesUser) -> list[dict[str, Any]]:
+    handlers = _handlers(ctx)
+    async with ctx.pool.acquire() as conn:
+        await handlers.pipeline(conn, None)  # the default exists from the first look
+        ids = await conn.fetch(
+            "SELECT DISTINCT substr(stream_id, 10) AS id FROM events"
+            " WHERE stream_type = 'pipeline' ORDER BY 1"
+        )
+    return [pipeline_out(await handlers.pipelines.load(r["id"])) for r in ids]
+
+
+@pipelines_router.post(
+    "", status_code=201, response_model=PipelinePublic, summary="Define a pipeline"
+)
+async def create_pipeline(
+    body: PipelineCreate, ctx: CtxDep, user: Manager, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    handlers = _handlers(ctx)
+
+    async def command(conn: Conn) -> CommandResult:
+        p = await handlers.define_pipeline(
+            conn, body.name, _stages(body.stages), metadata_for(user)
+        )
+        return CommandResult(
+            201, pipeline_out(p), {"ETag": etag(p.version), "Location": f"/pipelines/{p.id}"}
+        )
+
+    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+
+
+@pipelines_router.get("/{pipeline_id}", response_model=PipelinePublic, summary="Read a pipeline")
+async def get_pipeline(
+    pipeline_id: str, ctx: CtxDep, user: SalesUser, response: Response
+) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        p = await _handlers(ctx).pipeline(conn, pipeline_id)
+    response.headers["ETag"] = etag(p.version)
+    return pipeline_out(p)
+
+
+@pipelines_router.put(
+    "/{pipeline_id}/stages",
+    response_model=PipelinePublic,
+    summary="Replace a pipeline's stages (a stage with open deals cannot be removed)",
+)
+async def put_stages(
+    pipeline_id: str, body: PipelineStages, ctx: CtxDep, user: Manager, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = _handlers(ctx)
+
+    async def command(conn: Conn) -> CommandResult:
+        p = await handlers.change_stages(
+            conn, pipeline_id, _stages(body.stages), metadata_for(user), expected_version(if_match)
+        )
+        return CommandResult(200, pipeline_out(p), {"ETag": etag(p.version)})
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@pipelines_router.get(
+    "/{pipeline_id}/board",
+    response_model=Board,
+    summary="Deals per stage with amounts in the base currency, weighted by win probability",
+)
+async def pipeline_board(pipeline_id: str, ctx: CtxDep, user: SalesUser) -> Board:
+    handlers = _handlers(ctx)
+    async with ctx.pool.acquire() as conn:
+        p = await handlers.pipeline(conn, pipeline_id)
+        rows = {
+            r["stage"]: r
+            for r in await deal_view.board(
+                conn,
+                p.id,
+                see_all=access.sees_all(user, "deal"),
+                user_id=user.user_id,
+                team=user.team,
+            )
+        }
+    columns = []
+    for s in p.stages:
+        r = rows.get(s.key)
+        columns.append(
+            BoardColumn(
+                stage=s.key,
+                name=s.name,
+                probability=s.probability,
+                outcome=s.outcome,
+                deals=int(r["deals"]) if r else 0,
+                amount_base_minor=_minor(r["amount_base"]) if r else 0,
+                weighted_base_minor=_minor(r["weighted_base"]) if r else 0,
+            )
+        )
+    return Board(pipeline_id=p.id, base_currency=handlers.base_currency, columns=columns)
+
+
+def _minor(value: Any) -> int:
+    return int(Decimal(value or 0).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# --- deals ----------------------------------------------------------------------------------
+
+
+def deal_out(d: Deal, spans: list[StageSpanOut] | None = None) -> dict[str, Any]:
+    return DealPublic(
+        id=d.id,
+        customer_id=d.customer_id,
+        name=d.name,
+        pipeline_id=d.pipeline_id,
+        stage=d.stage,
+        status=d.status,
+        probability=d.probability,
+        amount_minor=d.amount_minor,
+        currency=d.currency,
+        base_currency=d.base_currency,
+        exchange_rate=d.exchange_rate,
+        expected_close=d.expected_close,
+        owner_id=d.owner_id,
+        team_id=d.team_id,
+        account_id=d.account_id,
+        contact_id=d.contact_id,
+        lead_id=d.lead_id,
+        source=d.source,
+        lines=[LineIn.model_validate(line.model_dump()) for line in d.lines],
+        close_reason=d.close_reason,
+        stage_history=spans or [],
+        version=d.version,
+    ).model_dump(mode="json")
+
+
+def _lines(items: list[LineIn]) -> list[DealLine]:
+    return [DealLine.model_validate(i.model_dump()) for i in items]
+
+
+def _result(d: Deal, status: int = 200) -> CommandResult:
+    return CommandResult(
+        status, deal_out(d), {"ETag": etag(d.version), "Location": f"/deals/{d.id}"}
+    )
+
+
+@deals_router.post(
+    "",
+    status_code=201,
+    response_model=DealPublic,
+    summary="Open a deal for a contact or an account",
+    responses={422: {"description": "invalid field, or no exchange rate for the currency"}},
+)
+async def create_deal(
+    body: DealCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    if body.contact_id is None and body.account_id is None:
+        raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
+    if body.owner_id not in (None, user.user_id) and not user.has("sales_manager"):
+        raise InvalidInput("owner_id", "a sales rep opens deals for itself")
+    handlers = _handlers(ctx)
+    contacts = ContactHandlers(ctx.store)
+    accounts = AccountHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        customer_id = None
+        if body.account_id:
+            try:
+                account = await accounts.accounts.load(body.account_id, conn=conn)
+            except NotFound:
+                raise InvalidInput(
+                    "account_id", f"account {body.account_id} does not exist"
+                ) from None
+            ensure_not_merged(account)
+            customer_id = account.customer_id
+        if body.contact_id:
+            try:
+                contact = await contacts.contacts.load(body.contact_id, conn=conn)
+            except NotFound:
+                raise InvalidInput(
+                    "contact_id", f"contact {body.contact_id} does not exist"
+                ) from None
+            ensure_not_merged(contact)
+            customer_id = contact.customer_id  # the person is the customer on the timeline
+        if customer_id is None:  # pragma: no cover - checked before the transaction
+            raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
+        d = await handlers.open(
+            conn,
+            metadata_for(user),
+            customer_id=customer_id,
+            name=body.name,
+            amount_minor=body.amount_minor,
+            currency=body.currency,
+            expected_close=body.expected_close,
+            lines=_lines(body.lines),
+            pipeline_id=body.pipeline_id,
+            stage=body.stage,
+            owner_id=body.owner_id or user.user_id,
+            team_id=user.team,
+            account_id=body.account_id,
+            contact_id=body.contact_id,
+        )
+        return _result(d, 201)
+
+    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+
+
+@deals_router.get("", response_model=Page[dict[str, Any]], summary="List deals, newest first")
+async def list_deals(
+    ctx: CtxDep,
+    user: SalesUser,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    pipeline_id: str | None = None,
+    stage: str | None = None,
+    status: Literal["open", "won", "lost"] | None = None,
+    owner_id: str | None = None,
+    account_id: str | None = None,
+    contact_id: str | None = None,
+) -> Page[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
+        rows = await directory.list_rows(
+            conn,
+            "deals",
+            limit=limit + 1,
+            after=after_of(cursor),
+            see_all=access.sees_all(user, "deal"),
+            user_id=user.user_id,
+            team=user.team,
+            filters={
+                "pipeline_id": pipeline_id,
+                "stage": stage,
+                "status": status,
+                "owner_id": owner_id,
+                "account_id": account_id,
+                "contact_id": contact_id,
+            },
+            search=None,
+        )
+    items = []
+    for r in rows[:limit]:
+        r["id"] = r.pop("deal_id")
+        r["amount_base"] = str(r["amount_base"])
+        items.append(r)
+    return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "deal_id"))
+
+
+async def _deal(handlers: DealHandlers, deal_id: str, as_of: datetime | None = None) -> Deal:
+    try:
+        return await handlers.deals.load(deal_id, as_of=as_of)
+    except NotFound:
+        raise NotFound(
+            f"deal {deal_id} does not exist" + (f" as of {as_of}" if as_of else "")
+        ) from None
+
+
+async def _spans(
+    handlers: DealHandlers, deal_id: str, as_of: datetime | None
+) -> list[StageSpanOut]:
+    """Time in each stage, from the stage-change events."""
+    events = await handlers.store.read_stream(f"deal-{deal_id}", as_of=as_of)
+    spans: list[StageSpanOut] = []
+    end = as_of or datetime.now(UTC)
+    for e in events:
+        if e.type == "crm.sales.deal.opened":
+            spans.append(
+                StageSpanOut(
+                    stage=e.data["stage"], entered_at=e.occurred_at, left_at=None, seconds=0
+                )
+            )
+        elif e.type == "crm.sales.deal.stage_changed" and spans:
+            spans[-1].left_at = e.occurred_at
+            spans.append(
+                StageSpanOut(
+                    stage=e.data["to_stage"], entered_at=e.occurred_at, left_at=None, seconds=0
+                )
+            )
+        elif e.type in ("crm.sales.deal.won", "crm.sales.deal.lost") and spans:
+            spans[-1].left_at = spans[-1].left_at or e.occurred_at
+    for s in spans:
+        s.seconds = ((s.left_at or end) - s.entered_at).total_seconds()
+    return spans
+
+
+@deals_router.get(
+    "/{deal_id}", response_model=DealPublic, summary="Read a deal, with time in each stage"
+)
+async def get_deal(
+    deal_id: str,
+    ctx: CtxDep,
+    user: SalesUser,
+    response: Response,
+    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+) -> dict[str, Any]:
+    handlers = _handlers(ctx)
+    d = await _deal(handlers, deal_id, as_of)
+    access.check_read(user, "deal", d.owner_id, d.team_id)
+    response.headers["ETag"] = etag(d.version)
+    return deal_out(d, await _spans(handlers, deal_id, as_of))
+
+
+@deals_router.get(
+    "/{deal_id}/history", response_model=list[HistoryEntry], summary="A deal's events"
+)
+async def deal_history(deal_id: str, ctx: CtxDep, user: SalesUser) -> list[HistoryEntry]:
+    handlers = _handlers(ctx)
+    d = await _deal(handlers, deal_id)
+    access.check_read(user, "deal", d.owner_id, d.team_id)
+    return history(await handlers.deals.history(deal_id))
+
+
+@deals_router.post(
+    "/{deal_id}/stage",
+    response_model=DealPublic,
+    summary="Move a deal to a stage (won/lost close it; lost needs a reason)",
+    responses={409: {"description": "closed deal, unknown stage, same stage"}},
+)
+async def move_deal(
+    deal_id: str, body: StageMove, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = _handlers(ctx)
+
+    async def command(conn: Conn) -> CommandResult:
+        d = await _deal_in(handlers, conn, deal_id)
+        access.check_change(user, "deal", d.owner_id, d.team_id)
+        d = await handlers.move(
+            conn, d, body.stage, body.reason, metadata_for(user), expected_version(if_match)
+        )
+        return _result(d)
+
+    return await run_command(ctx, user, None, None, command)
+
+
+async def _deal_in(handlers: DealHandlers, conn: Conn, deal_id: str) -> Deal:
+    try:
+        return await handlers.deals.load(deal_id, conn=conn)
+    except NotFound:
+        raise NotFound(f"deal {deal_id} does not exist") from None
+
+
+@deals_router.patch("/{deal_id}", response_model=DealPublic, summary="Change a deal's terms")
+async def patch_deal(
+    deal_id: str, body: DealTerms, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = _handlers(ctx)
+
+    async def command(conn: Conn) -> CommandResult:
+        d = await _deal_in(handlers, conn, deal_id)
+        access.check_change(user, "deal", d.owner_id, d.team_id)
+        sent = body.model_fields_set
+        terms = Terms(
+            name=body.name if "name" in sent and body.name else d.name,
+            amount_minor=body.amount_minor if body.amount_minor is not None else d.amount_minor,
+            currency=body.currency or d.currency,
+            exchange_rate=d.exchange_rate,
+            expected_close=body.expected_close if "expected_close" in sent else d.expected_close,
+            lines=_lines(body.lines) if body.lines is not None else d.lines,
+        )
+        d = await handlers.change_terms(
+            conn, d, terms, metadata_for(user), expected_version(if_match)
+        )
+        return _result(d)
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@deals_router.post("/{deal_id}/reassign", response_model=DealPublic, summary="Reassign a deal")
+async def reassign_deal(
+    deal_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = _handlers(ctx)
+    owner = body.owner_id
+
+    async def command(conn: Conn) -> CommandResult:
+        d = await _deal_in(handlers, conn, deal_id)
+        access.check_change(user, "deal", d.owner_id, d.team_id)
+        team = body.team_id if body.team_id is not None else d.team_id
+        d = await handlers.reassign(
+            conn, d, owner, team, metadata_for(user), expected_version(if_match)
+        )
+        return _result(d)
+
+    return await run_command(ctx, user, None, None, command)
+
+
+# --- exchange rates -------------------------------------------------------------------------
+
+
+@rates_router.get("", summary="Exchange rates to the base currency")
+async def list_rates(ctx: CtxDep, user: SalesUser) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        rows = await deal_view.rates(conn)
+    return {
+        "base_currency": ctx.settings.base_currency,
+        "rates": [
+            {"currency": r["currency"], "rate": str(r["rate"]), "set_at": r["set_at"]} for r in rows
+        ],
+    }
+
+
+@rates_router.put("/{currency}", status_code=204, summary="Set an exchange rate (new deals use it)")
+async def put_rate(currency: str, body: RateIn, ctx: CtxDep, user: Manager) -> Response:
+    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+        raise InvalidInput("currency", "an ISO 4217 code of three capital letters, e.g. USD")
+    handlers = _handlers(ctx)
+
+    async def command(conn: Conn) -> CommandResult:
+        await handlers.set_rate(conn, currency, body.rate, metadata_for(user))
+        return CommandResult(204, None)
+
+    await run_command(ctx, user, None, None, command)
+    return Response(status_code=204)

@@ -1,0 +1,477 @@
+"""/contacts and /accounts: create (duplicates are a 409 naming the existing record), read (also
+as of a time), history, list, change field by field, reassign, merge and undo a merge."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from crm_runtime.db import Conn
+from crm_runtime.errors import Forbidden, InvalidInput, NotFound
+from crm_runtime.http.app import CtxDep
+from crm_runtime.http.auth import Principal
+from crm_runtime.http.commands import (
+    CommandResult,
+    etag,
+    expected_version,
+    metadata_for,
+    run_command,
+)
+from crm_runtime.http.pagination import Page
+from crm_sales import access
+from crm_sales.adapters import directory
+from crm_sales.application.directory import AccountHandlers, ContactHandlers
+from crm_sales.domain.account import Account
+from crm_sales.domain.contact import Contact
+from crm_sales.entrypoints.api.common import (
+    DirectoryReader,
+    IdempotencyKey,
+    IfMatch,
+    SalesUser,
+    after_of,
+    history,
+    next_cursor,
+)
+from crm_sales.entrypoints.api.schemas import (
+    AccountCreate,
+    AccountFields,
+    AccountPublic,
+    ContactCreate,
+    ContactFields,
+    ContactPublic,
+    HistoryEntry,
+    MergeRequest,
+    MergeResult,
+    Reassign,
+    UndoResult,
+)
+
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "a duplicate (names the existing record) or a merged record"}
+}
+contacts_router = APIRouter(prefix="/contacts", tags=["contacts"])
+accounts_router = APIRouter(prefix="/accounts", tags=["accounts"])
+
+
+def contact_out(c: Contact) -> dict[str, Any]:
+    body = ContactPublic.model_validate(
+        {
+            **c.details,
+            "id": c.id,
+            "customer_id": c.customer_id,
+            "owner_id": c.owner_id,
+            "team_id": c.team_id,
+            "merged_into": c.merged_into,
+            "active_merges": sorted(c.merges),
+            "version": c.version,
+            "display_name": c.display_name,
+            "lead_id": c.lead_id,
+        }
+    )
+    return body.model_dump(mode="json")
+
+
+def account_out(a: Account) -> dict[str, Any]:
+    body = AccountPublic.model_validate(
+        {
+            **a.details,
+            "id": a.id,
+            "customer_id": a.customer_id,
+            "owner_id": a.owner_id,
+            "team_id": a.team_id,
+            "merged_into": a.merged_into,
+            "active_merges": sorted(a.merges),
+            "version": a.version,
+            "lead_id": a.lead_id,
+        }
+    )
+    return body.model_dump(mode="json")
+
+
+def _result(body: dict[str, Any], version: int, location: str, status: int = 200) -> CommandResult:
+    return CommandResult(status, body, {"ETag": etag(version), "Location": location})
+
+
+def _owner_for_new(user: Principal, owner_id: str | None) -> str | None:
+    if owner_id is not None and not user.has("sales_manager") and owner_id != user.user_id:
+        raise Forbidden("a sales rep creates records for itself; ask a manager to assign")
+    return owner_id if owner_id is not None else user.user_id
+
+
+# --- contacts -------------------------------------------------------------------------------
+
+
+@contacts_router.post(
+    "",
+    status_code=201,
+    response_model=ContactPublic,
+    summary="Create a contact",
+    responses=CONFLICT,
+)
+async def create_contact(
+    body: ContactCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    owner = _owner_for_new(user, body.owner_id)
+    details = ContactFields.model_validate(body.model_dump(exclude={"owner_id"})).details()
+    handlers = ContactHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        c = await handlers.create(
+            conn, details, metadata_for(user), owner_id=owner, team_id=user.team
+        )
+        return _result(contact_out(c), c.version, f"/contacts/{c.id}", 201)
+
+    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+
+
+@contacts_router.get("", response_model=Page[dict[str, Any]], summary="List contacts")
+async def list_contacts(
+    ctx: CtxDep,
+    user: DirectoryReader,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    q: Annotated[str | None, Query(max_length=100, description="name contains")] = None,
+    tag: str | None = None,
+    account_id: str | None = None,
+    owner_id: str | None = None,
+) -> Page[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
+        rows = await directory.list_rows(
+            conn,
+            "contacts",
+            limit=limit + 1,
+            after=after_of(cursor),
+            see_all=access.sees_all(user, "contact"),
+            user_id=user.user_id,
+            team=user.team,
+            filters={"tag": tag, "account_id": account_id, "owner_id": owner_id},
+            search=q,
+        )
+    items = [_row(r, "contact_id") for r in rows[:limit]]
+    return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "contact_id"))
+
+
+def _row(r: dict[str, Any], key: str) -> dict[str, Any]:
+    details = r.pop("details")
+    r["details"] = json.loads(details) if isinstance(details, str) else details
+    r["id"] = r.pop(key)
+    return r
+
+
+async def _contact(
+    handlers: ContactHandlers, contact_id: str, as_of: datetime | None = None
+) -> Contact:
+    try:
+        return await handlers.contacts.load(contact_id, as_of=as_of)
+    except NotFound:
+        raise NotFound(
+            f"contact {contact_id} does not exist" + (f" as of {as_of}" if as_of else "")
+        ) from None
+
+
+@contacts_router.get("/{contact_id}", response_model=ContactPublic, summary="Read a contact")
+async def get_contact(
+    contact_id: str,
+    ctx: CtxDep,
+    user: DirectoryReader,
+    response: Response,
+    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+) -> dict[str, Any]:
+    c = await _contact(ContactHandlers(ctx.store), contact_id, as_of)
+    access.check_read(user, "contact", c.owner_id, c.team_id)
+    response.headers["ETag"] = etag(c.version)
+    return contact_out(c)
+
+
+@contacts_router.get(
+    "/{contact_id}/history", response_model=list[HistoryEntry], summary="A contact's events"
+)
+async def contact_history(
+    contact_id: str, ctx: CtxDep, user: DirectoryReader
+) -> list[HistoryEntry]:
+    handlers = ContactHandlers(ctx.store)
+    c = await _contact(handlers, contact_id)
+    access.check_read(user, "contact", c.owner_id, c.team_id)
+    return history(await handlers.contacts.history(contact_id))
+
+
+@contacts_router.patch(
+    "/{contact_id}",
+    response_model=ContactPublic,
+    summary="Change contact fields (only those sent; null clears)",
+    responses={**CONFLICT, 412: {"description": "stale If-Match"}},
+)
+async def patch_contact(
+    contact_id: str, body: ContactFields, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = ContactHandlers(ctx.store)
+    c = await _contact(handlers, contact_id)
+    access.check_change(user, "contact", c.owner_id, c.team_id)
+    fields = sorted(body.model_fields_set)
+    if "last_name" in fields and body.last_name is None:
+        raise InvalidInput("last_name", "a contact needs a last name; it cannot be cleared")
+
+    async def command(conn: Conn) -> CommandResult:
+        updated = await handlers.update(
+            conn, contact_id, body.details(), fields, metadata_for(user), expected_version(if_match)
+        )
+        return _result(contact_out(updated), updated.version, f"/contacts/{contact_id}")
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@contacts_router.post("/{contact_id}/reassign", response_model=ContactPublic, summary="Reassign")
+async def reassign_contact(
+    contact_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = ContactHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        c = await handlers.contacts.load(contact_id, conn=conn)
+        access.check_change(user, "contact", c.owner_id, c.team_id)
+        team = body.team_id if body.team_id is not None else c.team_id
+        c = await handlers.reassign(
+            conn, c, body.owner_id, team, metadata_for(user), expected_version(if_match)
+        )
+        return _result(contact_out(c), c.version, f"/contacts/{contact_id}")
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@contacts_router.post(
+    "/{contact_id}/merge",
+    response_model=MergeResult,
+    summary="Merge another contact into this one (the one in the path survives)",
+    responses=CONFLICT,
+)
+async def merge_contacts(
+    contact_id: str, body: MergeRequest, ctx: CtxDep, user: SalesUser
+) -> JSONResponse:
+    handlers = ContactHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        survivor = await handlers.contacts.load(contact_id, conn=conn)
+        try:
+            merged = await handlers.contacts.load(body.merged_id, conn=conn)
+        except NotFound:
+            raise NotFound(f"contact {body.merged_id} does not exist") from None
+        for c in (survivor, merged):
+            access.check_change(user, "contact", c.owner_id, c.team_id)
+        survivor, merge_id = await handlers.merge(conn, survivor, merged, metadata_for(user))
+        return CommandResult(
+            200,
+            {"merge_id": merge_id, "survivor": contact_out(survivor)},
+            {"ETag": etag(survivor.version)},
+        )
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@contacts_router.post(
+    "/{contact_id}/merges/{merge_id}/undo",
+    response_model=UndoResult,
+    summary="Undo a merge: both contacts come back, with what happened since",
+    responses=CONFLICT,
+)
+async def undo_contact_merge(
+    contact_id: str, merge_id: str, ctx: CtxDep, user: SalesUser
+) -> JSONResponse:
+    handlers = ContactHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        survivor = await handlers.contacts.load(contact_id, conn=conn)
+        access.check_change(user, "contact", survivor.owner_id, survivor.team_id)
+        survivor, restored = await handlers.undo_merge(conn, survivor, merge_id, metadata_for(user))
+        return CommandResult(
+            200, {"survivor": contact_out(survivor), "restored": contact_out(restored)}
+        )
+
+    return await run_command(ctx, user, None, None, command)
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+@accounts_router.post(
+    "",
+    status_code=201,
+    response_model=AccountPublic,
+    summary="Create an account",
+    responses=CONFLICT,
+)
+async def create_account(
+    body: AccountCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    owner = _owner_for_new(user, body.owner_id)
+    details = AccountFields.model_validate(body.model_dump(exclude={"owner_id"})).details()
+    handlers = AccountHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        a = await handlers.create(
+            conn, details, metadata_for(user), owner_id=owner, team_id=user.team
+        )
+        return _result(account_out(a), a.version, f"/accounts/{a.id}", 201)
+
+    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+
+
+@accounts_router.get("", response_model=Page[dict[str, Any]], summary="List accounts")
+async def list_accounts(
+    ctx: CtxDep,
+    user: DirectoryReader,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    q: Annotated[str | None, Query(max_length=100, description="name contains")] = None,
+    tag: str | None = None,
+    tier: str | None = None,
+    owner_id: str | None = None,
+) -> Page[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
+        rows = await directory.list_rows(
+            conn,
+            "accounts",
+            limit=limit + 1,
+            after=after_of(cursor),
+            see_all=access.sees_all(user, "account"),
+            user_id=user.user_id,
+            team=user.team,
+            filters={"tag": tag, "tier": tier, "owner_id": owner_id},
+            search=q,
+        )
+    items = [_row(r, "account_id") for r in rows[:limit]]
+    return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "account_id"))
+
+
+async def _account(
+    handlers: AccountHandlers, account_id: str, as_of: datetime | None = None
+) -> Account:
+    try:
+        return await handlers.accounts.load(account_id, as_of=as_of)
+    except NotFound:
+        raise NotFound(
+            f"account {account_id} does not exist" + (f" as of {as_of}" if as_of else "")
+        ) from None
+
+
+@accounts_router.get("/{account_id}", response_model=AccountPublic, summary="Read an account")
+async def get_account(
+    account_id: str,
+    ctx: CtxDep,
+    user: DirectoryReader,
+    response: Response,
+    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+) -> dict[str, Any]:
+    a = await _account(AccountHandlers(ctx.store), account_id, as_of)
+    access.check_read(user, "account", a.owner_id, a.team_id)
+    response.headers["ETag"] = etag(a.version)
+    return account_out(a)
+
+
+@accounts_router.get(
+    "/{account_id}/history", response_model=list[HistoryEntry], summary="An account's events"
+)
+async def account_history(
+    account_id: str, ctx: CtxDep, user: DirectoryReader
+) -> list[HistoryEntry]:
+    handlers = AccountHandlers(ctx.store)
+    a = await _account(handlers, account_id)
+    access.check_read(user, "account", a.owner_id, a.team_id)
+    return history(await handlers.accounts.history(account_id))
+
+
+@accounts_router.patch(
+    "/{account_id}",
+    response_model=AccountPublic,
+    summary="Change account fields (only those sent; null clears)",
+    responses={**CONFLICT, 412: {"description": "stale If-Match"}},
+)
+async def patch_account(
+    account_id: str, body: AccountFields, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = AccountHandlers(ctx.store)
+    a = await _account(handlers, account_id)
+    access.check_change(user, "account", a.owner_id, a.team_id)
+    fields = sorted(body.model_fields_set)
+    if "name" in fields and body.name is None:
+        raise InvalidInput("name", "an account needs a name; it cannot be cleared")
+
+    async def command(conn: Conn) -> CommandResult:
+        updated = await handlers.update(
+            conn, account_id, body.details(), fields, metadata_for(user), expected_version(if_match)
+        )
+        return _result(account_out(updated), updated.version, f"/accounts/{account_id}")
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@accounts_router.post("/{account_id}/reassign", response_model=AccountPublic, summary="Reassign")
+async def reassign_account(
+    account_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+) -> JSONResponse:
+    handlers = AccountHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        a = await handlers.accounts.load(account_id, conn=conn)
+        access.check_change(user, "account", a.owner_id, a.team_id)
+        team = body.team_id if body.team_id is not None else a.team_id
+        a = await handlers.reassign(
+            conn, a, body.owner_id, team, metadata_for(user), expected_version(if_match)
+        )
+        return _result(account_out(a), a.version, f"/accounts/{account_id}")
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@accounts_router.post(
+    "/{account_id}/merge",
+    response_model=MergeResult,
+    summary="Merge another account into this one (the one in the path survives)",
+    responses=CONFLICT,
+)
+async def merge_accounts(
+    account_id: str, body: MergeRequest, ctx: CtxDep, user: SalesUser
+) -> JSONResponse:
+    handlers = AccountHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        survivor = await handlers.accounts.load(account_id, conn=conn)
+        try:
+            merged = await handlers.accounts.load(body.merged_id, conn=conn)
+        except NotFound:
+            raise NotFound(f"account {body.merged_id} does not exist") from None
+        for a in (survivor, merged):
+            access.check_change(user, "account", a.owner_id, a.team_id)
+        survivor, merge_id = await handlers.merge(conn, survivor, merged, metadata_for(user))
+        return CommandResult(
+            200,
+            {"merge_id": merge_id, "survivor": account_out(survivor)},
+            {"ETag": etag(survivor.version)},
+        )
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@accounts_router.post(
+    "/{account_id}/merges/{merge_id}/undo",
+    response_model=UndoResult,
+    summary="Undo a merge: both accounts come back, with what happened since",
+    responses=CONFLICT,
+)
+async def undo_account_merge(
+    account_id: str, merge_id: str, ctx: CtxDep, user: SalesUser
+) -> JSONResponse:
+    handlers = AccountHandlers(ctx.store)
+
+    async def command(conn: Conn) -> CommandResult:
+        survivor = await handlers.accounts.load(account_id, conn=conn)
+        access.check_change(user, "account", survivor.owner_id, survivor.team_id)
+        survivor, restored = await handlers.undo_merge(conn, survivor, merge_id, metadata_for(user))
+        return CommandResult(
+            200, {"survivor": account_out(survivor), "restored": account_out(restored)}
+        )
+
+    return await run_command(ctx, user, None, None, command)

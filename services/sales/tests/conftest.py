@@ -1,0 +1,33 @@
+"""Fixtures of the sales tests: the app over a fresh database, and callers with roles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from crm_runtime.settings import Settings
+from crm_runtime.testing import ApiCaller
+from crm_sales.app import create_app
+
+
+@pytest.fixture
+async def sales(
+    fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    url = await fresh_db("crm_sales")
+    app = create_app(settings_for("sales", database_url=url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:
+            yield c
+
+
+@pytest.fixture
+def as_user(sales: httpx.AsyncClient, token: Callable[..., str]) -> Callable[..., ApiCaller]:
+    def make(*roles: str, user: str = "u-test", team: str | None = None) -> ApiCaller:
+        return ApiCaller(sales, token(*roles, user=user, team=team))
+
+    return make
