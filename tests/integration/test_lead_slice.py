@@ -115,3 +115,73 @@ async def test_lead_reaches_the_customer_timeline(
     assert other.json()["items"] == []
     denied = await analytics.get(f"/customers/{lead['customer_id']}/timeline")
     assert denied.status_code == 401
+
+
+async def test_lead_to_won_deal_and_merges_on_one_timeline(
+    platform: tuple[httpx.AsyncClient, httpx.AsyncClient], token: Callable[..., str]
+) -> None:
+    sales, analytics = platform
+    h = {"Authorization": f"Bearer {token('sales_manager', user='meg', team='emea')}"}
+    lead = (
+        await sales.post(
+            "/leads",
+            json={"name": "Ada Lovelace", "email": "ada@engines.example", "company": "Engines"},
+            headers=h,
+        )
+    ).json()
+    conv = await sales.post(
+        f"/leads/{lead['id']}/convert",
+        json={"deal": {"amount_minor": 500_000, "currency": "EUR"}},
+        headers=h,
+    )
+    assert conv.status_code == 200, conv.text
+    deal_id = conv.json()["deal_id"]
+    for stage in ("qualified", "demo", "won"):
+        r = await sales.post(f"/deals/{deal_id}/stage", json={"stage": stage}, headers=h)
+        assert r.status_code == 200, r.text
+    customer = lead["customer_id"]
+    expected = [
+        "crm.sales.lead.captured",
+        "crm.sales.contact.created",
+        "crm.sales.deal.opened",
+        "crm.sales.lead.converted",
+        "crm.sales.deal.stage_changed",
+        "crm.sales.deal.stage_changed",
+        "crm.sales.deal.stage_changed",
+        "crm.sales.deal.won",
+    ]
+    items = await wait_timeline(analytics, customer, h, len(expected))
+    assert [i["type"] for i in items] == expected
+    assert items[-1]["summary"] == "The deal was won"
+    assert items[2]["link"] == f"sales:/deals/{deal_id}"
+
+    # A second contact for the same person: merging joins the timelines, undo separates them.
+    twin = (
+        await sales.post(
+            "/contacts", json={"last_name": "King", "emails": ["ada@home.example"]}, headers=h
+        )
+    ).json()
+    merged = await sales.post(
+        f"/contacts/{conv.json()['contact_id']}/merge", json={"merged_id": twin["id"]}, headers=h
+    )
+    assert merged.status_code == 200, merged.text
+    joined = await wait_timeline(analytics, twin["customer_id"], h, len(expected) + 3)
+    assert {i["customer_id"] for i in joined} == {customer, twin["customer_id"]}
+    assert "crm.sales.contact.merged" in [i["type"] for i in joined]
+    undo = await sales.post(
+        f"/contacts/{conv.json()['contact_id']}/merges/{merged.json()['merge_id']}/undo",
+        headers=h,
+    )
+    assert undo.status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = await analytics.get(f"/customers/{twin['customer_id']}/timeline", headers=h)
+        if {i["customer_id"] for i in r.json()["items"]} == {twin["customer_id"]}:
+            break
+        await asyncio.sleep(0.2)
+    assert [i["type"] for i in r.json()["items"]] == [
+        "crm.sales.contact.created",
+        "crm.sales.contact.merged_into",
+        "crm.sales.contact.merge_undone",
+    ]
+    assert r.headers["X-Customer-Id"] == twin["customer_id"]

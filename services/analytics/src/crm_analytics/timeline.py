@@ -66,3 +66,63 @@ class TimelineProjection:
             link(event),
             json.dumps(payload.model_dump(mode="json")),
         )
+        await apply_identity(conn, event)
+
+
+MERGED = ("crm.sales.contact.merged", "crm.sales.account.merged")
+UNDONE = ("crm.sales.contact.merge_undone", "crm.sales.account.merge_undone")
+
+
+async def apply_identity(conn: Conn, event: CloudEvent) -> None:
+    """Keep the links that make several customer ids one customer on the timeline."""
+    d = event.data
+    if event.type in MERGED:
+        await link_customers(
+            conn, d["merge_id"], d["merged_customer_id"], d["customer_id"], "merge", event
+        )
+    elif event.type in UNDONE:
+        await conn.execute("DELETE FROM customer_links WHERE link_id = $1", d["merge_id"])
+    elif event.type == "crm.sales.lead.converted" and d["lead_customer_id"] != d["customer_id"]:
+        await link_customers(
+            conn, f"lead:{d['lead_id']}", d["lead_customer_id"], d["customer_id"], "lead", event
+        )
+
+
+async def link_customers(
+    conn: Conn, link_id: str, alias: str, customer: str, reason: str, event: CloudEvent
+) -> None:
+    await conn.execute(
+        "INSERT INTO customer_links (link_id, alias_id, customer_id, reason, linked_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (link_id) DO NOTHING",
+        link_id,
+        alias,
+        customer,
+        reason,
+        event.time,
+    )
+
+
+CUSTOMER_TREE = """
+WITH RECURSIVE up(id, depth) AS (
+    SELECT $1::text, 0
+    UNION
+    SELECT l.customer_id, up.depth + 1 FROM customer_links l JOIN up ON l.alias_id = up.id
+    WHERE up.depth < 20
+), root AS (
+    SELECT id FROM up ORDER BY depth DESC LIMIT 1
+), down(id, depth) AS (
+    SELECT id, 0 FROM root
+    UNION
+    SELECT l.alias_id, down.depth + 1 FROM customer_links l JOIN down ON l.customer_id = down.id
+    WHERE down.depth < 20
+)
+SELECT (SELECT id FROM root) AS root, array_agg(DISTINCT id) AS ids FROM down
+"""
+
+
+async def customer_ids(conn: Conn, customer_id: str) -> tuple[str, list[str]]:
+    """The customer id that stands for ``customer_id`` and every id merged into it."""
+    row = await conn.fetchrow(CUSTOMER_TREE, customer_id)
+    if row is None or row["root"] is None:
+        return customer_id, [customer_id]
+    return str(row["root"]), sorted(row["ids"])

@@ -119,7 +119,10 @@ def asyncapi(reg: EventRegistry) -> dict[str, Any]:
         schema = json_schema(spec.type, spec.version, spec.model, spec.public)
         defs = schema.pop("$defs", {})
         for def_name, def_schema in defs.items():
-            schemas[def_name] = def_schema
+            rewritten = _rewrite_refs(def_schema)
+            if schemas.get(def_name, rewritten) != rewritten:
+                raise ValueError(f"two different payload parts are both named {def_name!r}")
+            schemas[def_name] = rewritten
         schema.pop("$schema", None)
         schemas[name] = _rewrite_refs(schema)
         message: dict[str, Any] = {

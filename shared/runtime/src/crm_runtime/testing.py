@@ -7,8 +7,8 @@ import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from crm_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 

@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, Field
 
+from crm_analytics.timeline import customer_ids
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.auth import Principal, require
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
@@ -32,6 +33,7 @@ Reader = Annotated[
 
 class TimelineEntry(BaseModel):
     event_id: str
+    customer_id: str = Field(description="the id the event was recorded under")
     occurred_at: datetime
     context: str
     type: str
@@ -46,11 +48,15 @@ class TimelineEntry(BaseModel):
     "/customers/{customer_id}/timeline",
     response_model=Page[TimelineEntry],
     summary="The customer's touchpoints from every context, oldest first",
+    description="Merged customers share one timeline: asking for either id returns the events of "
+    "both (X-Customer-Id names the id that stands, X-Customer-Ids every id included). An undone "
+    "merge separates them again.",
 )
 async def customer_timeline(
     customer_id: str,
     ctx: CtxDep,
     _: Reader,
+    response: Response,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     context: Annotated[list[str] | None, Query(description="sales, marketing, service")] = None,
@@ -60,12 +66,13 @@ async def customer_timeline(
 ) -> Page[TimelineEntry]:
     after = decode_cursor(cursor)
     async with ctx.pool.acquire() as conn:
+        root, ids = await customer_ids(conn, customer_id)
         rows = await conn.fetch(
             """
-            SELECT event_id, occurred_at, context, event_type, summary, link, stream_id,
-                   stream_version, data
+            SELECT event_id, customer_id, occurred_at, context, event_type, summary, link,
+                   stream_id, stream_version, data
             FROM timeline
-            WHERE customer_id = $1
+            WHERE customer_id = ANY($1::text[])
               AND ($2::timestamptz IS NULL OR (occurred_at, event_id) > ($2, $3::uuid))
               AND ($4::text[] IS NULL OR context = ANY($4))
               AND ($5::text[] IS NULL OR event_type = ANY($5))
@@ -74,7 +81,7 @@ async def customer_timeline(
             ORDER BY occurred_at, event_id
             LIMIT $8
             """,
-            customer_id,
+            ids,
             datetime.fromisoformat(after["t"]) if after else None,
             after["id"] if after else None,
             context,
@@ -86,6 +93,7 @@ async def customer_timeline(
     items = [
         TimelineEntry(
             event_id=str(r["event_id"]),
+            customer_id=r["customer_id"],
             occurred_at=r["occurred_at"],
             context=r["context"],
             type=r["event_type"],
@@ -101,4 +109,6 @@ async def customer_timeline(
     if len(rows) > limit:
         last = items[-1]
         next_cursor = encode_cursor({"t": last.occurred_at.isoformat(), "id": last.event_id})
+    response.headers["X-Customer-Id"] = root
+    response.headers["X-Customer-Ids"] = ",".join(ids)
     return Page[TimelineEntry](items=items, next_cursor=next_cursor)

@@ -101,7 +101,7 @@ class ContactHandlers:
     async def undo_merge(
         self, conn: Conn, survivor: Contact, merge_id: str, meta: Metadata
     ) -> tuple[Contact, Contact]:
-        merged_id, _ = survivor.undo_check(merge_id)
+        merged_id = survivor.undo_check(merge_id)
         merged = await self.contacts.load(merged_id, conn=conn)
         survivor.undo_merge(merged, merge_id)
         await self.contacts.save(conn, survivor, meta)
@@ -192,7 +192,7 @@ class AccountHandlers:
     async def undo_merge(
         self, conn: Conn, survivor: Account, merge_id: str, meta: Metadata
     ) -> tuple[Account, Account]:
-        merged_id, _ = survivor.undo_check(merge_id)
+        merged_id = survivor.undo_check(merge_id)
         merged = await self.accounts.load(merged_id, conn=conn)
         survivor.undo_merge(merged, merge_id)
         await self.accounts.save(conn, survivor, meta)

@@ -133,6 +133,7 @@ async def convert_lead(
     """Lead -> contact + account + deal in one transaction: all of it is saved, or none."""
     lead = await leads.leads.load(cmd.lead_id, conn=conn)
     check_version(cmd.expected_version, lead.version)
+    lead.ensure_convertible()  # before anything is created
     owner = cmd.owner_id or lead.owner_id
     account: Account | None = None
     if cmd.account_id:

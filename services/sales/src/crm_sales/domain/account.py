@@ -107,7 +107,7 @@ class Account(Party):
         )
 
     def undo_merge(self, merged: Account, merge_id: str) -> None:
-        merged_id, _ = self.undo_check(merge_id)
+        merged_id = self.undo_check(merge_id)
         if merged.id != merged_id or merged.merged_by != merge_id:
             raise DomainError(f"account {merged.id} was not merged by {merge_id}")
         for record in (self, merged):

@@ -106,7 +106,7 @@ class Contact(Party):
         )
 
     def undo_merge(self, merged: Contact, merge_id: str) -> None:
-        merged_id, _ = self.undo_check(merge_id)
+        merged_id = self.undo_check(merge_id)
         if merged.id != merged_id or merged.merged_by != merge_id:
             raise DomainError(f"contact {merged.id} was not merged by {merge_id}")
         for record in (self, merged):

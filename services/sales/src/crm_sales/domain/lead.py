@@ -73,6 +73,11 @@ class Lead(Aggregate):
                 contact_id=self.converted.contact_id,
             )
 
+    def ensure_convertible(self) -> None:
+        self._ensure_open()
+        if self.status == "disqualified":
+            raise DomainError("a disqualified lead cannot be converted")
+
     def qualify(self, score: int, notes: str | None = None) -> None:
         self._ensure_open()
         if self.status == "disqualified":
@@ -94,9 +99,7 @@ class Lead(Aggregate):
         deal_id: str | None,
     ) -> None:
         """Record the conversion; the contact, account and deal are saved in the same commit."""
-        self._ensure_open()
-        if self.status == "disqualified":
-            raise DomainError("a disqualified lead cannot be converted")
+        self.ensure_convertible()
         self.record(
             LeadConverted(
                 lead_id=self.id,

@@ -31,7 +31,8 @@ class Party(Aggregate):
         self.lead_id: str | None = None
         self.merged_into: str | None = None
         self.merged_by: str | None = None  # merge id that merged this record away
-        self.merges: dict[str, tuple[str, dict[str, Any]]] = {}  # merge id -> (merged id, absorbed)
+        # merge id -> (merged id, what was absorbed, collections that were unset before it)
+        self.merges: dict[str, tuple[str, dict[str, Any], set[str]]] = {}
 
     # --- rules shared by commands ---
 
@@ -69,10 +70,11 @@ class Party(Aggregate):
                 absorbed[name] = theirs
         return absorbed
 
-    def undo_check(self, merge_id: str) -> tuple[str, dict[str, Any]]:
+    def undo_check(self, merge_id: str) -> str:
+        """The id of the record that ``merge_id`` merged into this one."""
         if merge_id not in self.merges:
             raise DomainError(f"merge {merge_id} is not an active merge into this {self.kind}")
-        return self.merges[merge_id]
+        return self.merges[merge_id][0]
 
     # --- state changes used by the mutators ---
 
@@ -81,6 +83,7 @@ class Party(Aggregate):
             self.details[name] = values.get(name)
 
     def _absorb(self, merge_id: str, merged_id: str, absorbed: dict[str, Any]) -> None:
+        unset = {n for n in absorbed if self.details.get(n) is None}
         for name, value in absorbed.items():
             mine = self.details.get(name)
             if name in LIST_FIELDS:
@@ -89,17 +92,18 @@ class Party(Aggregate):
                 self.details[name] = {**value, **(mine or {})}
             else:
                 self.details[name] = value
-        self.merges[merge_id] = (merged_id, absorbed)
+        self.merges[merge_id] = (merged_id, absorbed, unset)
 
     def _unabsorb(self, merge_id: str) -> None:
-        _, absorbed = self.merges.pop(merge_id)
+        _, absorbed, unset = self.merges.pop(merge_id)
         for name, value in absorbed.items():
             mine = self.details.get(name)
             if name in LIST_FIELDS:
-                self.details[name] = [v for v in (mine or []) if v not in value]
+                left = [v for v in (mine or []) if v not in value]
+                self.details[name] = None if not left and name in unset else left
             elif name in MAP_FIELDS:
                 kept = {k: v for k, v in (mine or {}).items() if value.get(k, object()) != v}
-                self.details[name] = kept
+                self.details[name] = None if not kept and name in unset else kept
             elif mine == value:
                 self.details[name] = None
 

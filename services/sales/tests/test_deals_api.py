@@ -1,0 +1,256 @@
+"""Pipelines, deals, exchange rates and lead conversion over the API on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from crm_runtime.testing import ApiCaller as Caller
+
+pytestmark = pytest.mark.integration
+
+
+async def contact(alice: Caller, **extra: object) -> dict[str, object]:
+    r = await alice.post("/contacts", json={"last_name": "Buyer", **extra})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def test_default_pipeline_and_stage_moves_with_time_in_stage(
+    as_user: Callable[..., Caller],
+) -> None:
+    alice = as_user("sales_rep", user="alice", team="emea")
+    pipes = (await alice.get("/pipelines")).json()
+    assert [s["key"] for s in pipes[0]["stages"]] == [
+        "identified", "qualified", "requirements", "demo", "negotiation", "won", "lost",
+    ]  # fmt: skip
+    c = await contact(alice)
+    r = await alice.post(
+        "/deals",
+        json={
+            "name": "40 seats",
+            "contact_id": c["id"],
+            "amount_minor": 4_800_000,
+            "currency": "EUR",
+        },
+    )
+    assert r.status_code == 201, r.text
+    deal = r.json()
+    assert deal["stage"] == "identified" and deal["probability"] == 10
+    assert deal["customer_id"] == c["customer_id"] and deal["exchange_rate"] == "1"
+    url = f"/deals/{deal['id']}"
+    await asyncio.sleep(0.02)
+    moved = await alice.post(f"{url}/stage", json={"stage": "demo"}, headers={"If-Match": '"1"'})
+    assert moved.status_code == 200 and moved.json()["probability"] == 60
+    assert (await alice.post(f"{url}/stage", json={"stage": "demo"})).status_code == 409
+    nope = await alice.post(f"{url}/stage", json={"stage": "party"})
+    assert nope.status_code == 409 and "identified" in nope.json()["detail"]
+    lost = await alice.post(f"{url}/stage", json={"stage": "lost"})
+    assert lost.status_code == 409 and "reason" in lost.json()["detail"]
+    won = await alice.post(f"{url}/stage", json={"stage": "won", "reason": "best fit"})
+    assert won.status_code == 200 and won.json()["status"] == "won"
+    closed = await alice.post(f"{url}/stage", json={"stage": "negotiation"})
+    assert closed.status_code == 409  # a closed deal does not move
+    assert (await alice.patch(url, json={"amount_minor": 1})).status_code == 409
+    got = (await alice.get(url)).json()
+    spans = got["stage_history"]
+    assert [s["stage"] for s in spans] == ["identified", "demo", "won"]
+    assert spans[0]["seconds"] >= 0.02 and spans[0]["left_at"] == spans[1]["entered_at"]
+    types = [h["type"] for h in (await alice.get(f"{url}/history")).json()]
+    assert types == [
+        "crm.sales.deal.opened",
+        "crm.sales.deal.stage_changed",
+        "crm.sales.deal.stage_changed",
+        "crm.sales.deal.won",
+    ]
+    board = (await alice.get("/pipelines/default/board")).json()
+    won_col = next(col for col in board["columns"] if col["stage"] == "won")
+    assert won_col["deals"] == 1 and won_col["amount_base_minor"] == 4_800_000
+
+
+async def test_multi_currency_records_the_rate_of_the_day(as_user: Callable[..., Caller]) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    c = await contact(meg)
+    body = {"name": "US deal", "contact_id": c["id"], "amount_minor": 100_000, "currency": "USD"}
+    r = await meg.post("/deals", json=body)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "currency"
+    assert "PUT /exchange-rates/USD" in r.json()["errors"][0]["reason"]
+    assert (await meg.put("/exchange-rates/USD", json={"rate": "0.92"})).status_code == 204
+    first = (await meg.post("/deals", json=body)).json()
+    assert first["exchange_rate"] == "0.92" and first["base_currency"] == "EUR"
+    await meg.put("/exchange-rates/USD", json={"rate": "0.95"})
+    second = (await meg.post("/deals", json=body)).json()
+    assert second["exchange_rate"] == "0.95"
+    assert (await meg.get(f"/deals/{first['id']}")).json()["exchange_rate"] == "0.92"  # kept
+    rates = (await meg.get("/exchange-rates")).json()
+    assert rates["rates"][0]["rate"] == "0.95"
+    assert (await meg.put("/exchange-rates/usd", json={"rate": "1"})).status_code == 422
+    assert (await meg.put("/exchange-rates/USD", json={"rate": "-1"})).status_code == 422
+    rep = as_user("sales_rep", user="alice")
+    assert (await rep.put("/exchange-rates/USD", json={"rate": "1"})).status_code == 403
+
+
+async def test_line_items_set_the_amount(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice")
+    c = await contact(alice)
+    r = await alice.post(
+        "/deals",
+        json={
+            "name": "Seats",
+            "contact_id": c["id"],
+            "currency": "EUR",
+            "lines": [
+                {"name": "Seat", "quantity": 40, "unit_price_minor": 12_000},
+                {"name": "Onboarding", "quantity": 1, "unit_price_minor": 150_000},
+            ],
+        },
+    )
+    assert r.status_code == 201 and r.json()["amount_minor"] == 40 * 12_000 + 150_000
+
+
+async def test_custom_pipeline_and_stage_removal_rules(as_user: Callable[..., Caller]) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    stages = [
+        {"key": "new", "name": "New", "probability": 20},
+        {"key": "trial", "name": "Trial", "probability": 50},
+        {"key": "won", "name": "Won", "probability": 100, "outcome": "won"},
+        {"key": "lost", "name": "Lost", "probability": 0, "outcome": "lost"},
+    ]
+    p = await meg.post("/pipelines", json={"name": "Self-serve", "stages": stages})
+    assert p.status_code == 201, p.text
+    pid = p.json()["id"]
+    bad = await meg.post("/pipelines", json={"name": "x", "stages": stages[:2]})
+    assert bad.status_code == 409 and "won stage" in bad.json()["detail"]
+    c = await contact(meg)
+    d = await meg.post(
+        "/deals",
+        json={
+            "name": "t",
+            "contact_id": c["id"],
+            "currency": "EUR",
+            "pipeline_id": pid,
+            "stage": "trial",
+        },
+    )
+    assert d.json()["stage"] == "trial" and d.json()["probability"] == 50
+    without_trial = [s for s in stages if s["key"] != "trial"]
+    refused = await meg.put(f"/pipelines/{pid}/stages", json={"stages": without_trial})
+    assert refused.status_code == 409 and refused.json()["stages"] == ["trial"]
+    ok = await meg.put(
+        f"/pipelines/{pid}/stages",
+        json={"stages": [*stages[:1], {**stages[1], "probability": 55}, *stages[2:]]},
+    )
+    assert ok.status_code == 200 and ok.json()["version"] == 2
+    rep = as_user("sales_rep", user="alice")
+    assert (await rep.post("/pipelines", json={"name": "x", "stages": stages})).status_code == 403
+    assert (await meg.get("/pipelines/none")).status_code == 404
+
+
+async def test_deal_needs_a_known_customer(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice")
+    r = await alice.post("/deals", json={"name": "x", "currency": "EUR"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "contact_id"
+    r = await alice.post("/deals", json={"name": "x", "currency": "EUR", "contact_id": "nope"})
+    assert r.status_code == 422 and "does not exist" in r.json()["errors"][0]["reason"]
+
+
+async def test_deals_are_seen_by_owner_team_and_managers(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice", team="emea")
+    carol = as_user("sales_rep", user="carol", team="apac")
+    analyst = as_user("analyst", user="ann")
+    c = await contact(alice)
+    d = (
+        await alice.post("/deals", json={"name": "x", "contact_id": c["id"], "currency": "EUR"})
+    ).json()
+    assert (await carol.get(f"/deals/{d['id']}")).status_code == 403
+    assert (await carol.post(f"/deals/{d['id']}/stage", json={"stage": "demo"})).status_code == 403
+    assert (await analyst.get(f"/deals/{d['id']}")).status_code == 403
+    assert (await carol.get("/deals")).json()["items"] == []
+    assert [i["id"] for i in (await alice.get("/deals")).json()["items"]] == [d["id"]]
+
+
+async def test_lead_converts_into_contact_account_and_deal(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice", team="emea")
+    lead = (
+        await alice.post(
+            "/leads",
+            json={
+                "name": "Ada King Lovelace",
+                "email": "ada@engines.example",
+                "company": "Engines Ltd",
+                "source": "referral",
+            },
+        )
+    ).json()
+    r = await alice.post(
+        f"/leads/{lead['id']}/convert",
+        json={
+            "account_domain": "engines.example",
+            "deal": {"amount_minor": 990_000, "currency": "EUR"},
+        },
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["customer_id"] == lead["customer_id"]  # the customer keeps its id
+    c = (await alice.get(f"/contacts/{out['contact_id']}")).json()
+    assert (c["first_name"], c["last_name"], c["emails"]) == (
+        "Ada King",
+        "Lovelace",
+        ["ada@engines.example"],
+    )
+    assert c["account_id"] == out["account_id"] and c["lead_id"] == lead["id"]
+    a = (await alice.get(f"/accounts/{out['account_id']}")).json()
+    assert a["name"] == "Engines Ltd" and a["domain"] == "engines.example"
+    d = (await alice.get(f"/deals/{out['deal_id']}")).json()
+    assert (
+        d["contact_id"] == out["contact_id"]
+        and d["source"] == "referral"
+        and d["amount_minor"] == 990_000
+    )
+    assert (await alice.get(f"/leads/{lead['id']}")).json()["status"] == "converted"
+    again = await alice.post(f"/leads/{lead['id']}/convert", json={})
+    assert again.status_code == 409 and again.json()["contact_id"] == out["contact_id"]
+    assert (await alice.post(f"/leads/{lead['id']}/qualify", json={"score": 5})).status_code == 409
+
+
+async def test_a_failing_conversion_leaves_nothing_half_done(
+    as_user: Callable[..., Caller],
+) -> None:
+    alice = as_user("sales_rep", user="alice")
+    lead = (
+        await alice.post(
+            "/leads", json={"name": "Bo Diddley", "email": "bo@x.example", "company": "Bo Inc"}
+        )
+    ).json()
+    # the deal's currency has no exchange rate: the account and contact must not survive
+    r = await alice.post(f"/leads/{lead['id']}/convert", json={"deal": {"currency": "JPY"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "currency"
+    assert (await alice.get("/contacts")).json()["items"] == []
+    assert (await alice.get("/accounts")).json()["items"] == []
+    assert (await alice.get(f"/leads/{lead['id']}")).json()["status"] == "new"
+    # an existing contact with the lead's e-mail: 409 naming it; attach explicitly instead
+    existing = await contact(alice, emails=["bo@x.example"])
+    dup = await alice.post(f"/leads/{lead['id']}/convert", json={})
+    assert dup.status_code == 409 and dup.json()["existing_id"] == existing["id"]
+    assert [a["name"] for a in (await alice.get("/accounts")).json()["items"]] == []
+    ok = await alice.post(f"/leads/{lead['id']}/convert", json={"contact_id": existing["id"]})
+    assert ok.status_code == 200 and ok.json()["customer_id"] == existing["customer_id"]
+    hist = (await alice.get(f"/leads/{lead['id']}/history")).json()
+    conv = hist[-1]["data"]
+    assert conv["lead_customer_id"] == lead["customer_id"] != conv["customer_id"]
+
+
+async def test_deal_read_as_of(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice")
+    c = await contact(alice)
+    d = (
+        await alice.post("/deals", json={"name": "x", "contact_id": c["id"], "currency": "EUR"})
+    ).json()
+    t = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await alice.post(f"/deals/{d['id']}/stage", json={"stage": "qualified"})
+    then = (await alice.get(f"/deals/{d['id']}", params={"as_of": t.isoformat()})).json()
+    assert then["stage"] == "identified" and len(then["stage_history"]) == 1
