@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
-from crm_sales.entrypoints.api import deals, directory, leads
+from crm_sales.entrypoints.api import billing, deals, directory, imports, leads
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,6 +22,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deals.pipelines_router,
             deals.deals_router,
             deals.rates_router,
+            billing.products_router,
+            billing.quotes_router,
+            billing.invoices_router,
+            imports.imports_router,
         ],
         migrations=["crm_sales"],
         feed_roles=("analyst", "sales_manager"),
