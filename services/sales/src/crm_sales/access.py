@@ -34,12 +34,16 @@ def can_read(user: Principal, kind: Kind, owner_id: str | None, team_id: str | N
         return True
     if not user.roles.intersection(SALES):
         return False
+    if kind == "lead" and owner_id is None and "sales_manager" in user.roles:
+        return True  # the queue of unassigned leads is the managers' to hand out
     return owner_id == user.user_id or _team_match(user, team_id)
 
 
 def can_change(user: Principal, owner_id: str | None, team_id: str | None) -> bool:
     if "admin" in user.roles:
         return True
+    if "sales_manager" in user.roles and owner_id is None and team_id is None:
+        return True  # unassigned records
     if "sales_manager" in user.roles and (_team_match(user, team_id) or owner_id == user.user_id):
         return True
     return "sales_rep" in user.roles and owner_id == user.user_id

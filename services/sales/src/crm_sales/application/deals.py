@@ -12,6 +12,7 @@ from crm_runtime.errors import ConcurrencyError, InvalidInput, NotFound
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
 from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import deal_view
+from crm_sales.application.work import Router
 from crm_sales.domain.deal import Deal, Terms
 from crm_sales.domain.pipeline import DEFAULT_PIPELINE_ID, DEFAULT_STAGES, Pipeline
 
@@ -93,6 +94,8 @@ class DealHandlers:
         contact_id: str | None = None,
         lead_id: str | None = None,
         source: str | None = None,
+        region: str | None = None,
+        product_line: str | None = None,
     ) -> Deal:
         pipeline = await self.pipeline(conn, pipeline_id)
         rate = await self.exchange_rate(conn, currency)
@@ -110,6 +113,10 @@ class DealHandlers:
             lead_id=lead_id,
             source=source,
         )
+        if owner_id is None:  # nobody took it: the assignment rules route it
+            decision = await Router(self.store).decide(conn, "deal", region, product_line)
+            if decision is not None:
+                deal.assign(decision)
         await self.deals.save(conn, deal, meta)
         await deal_view.upsert(conn, deal, _now())
         return deal

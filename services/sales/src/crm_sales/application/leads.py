@@ -13,6 +13,7 @@ from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import lead_view
 from crm_sales.application.deals import DealHandlers
 from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
+from crm_sales.application.work import Router
 from crm_sales.domain.account import Account
 from crm_sales.domain.contact import Contact
 from crm_sales.domain.deal import Deal
@@ -28,6 +29,9 @@ class CaptureLead:
     company: str | None = None
     source_detail: str | None = None
     owner_id: str | None = None
+    team_id: str | None = None
+    region: str | None = None
+    product_line: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class DisqualifyLead:
 class LeadHandlers:
     def __init__(self, store: EventStore) -> None:
         self.leads = Repository(store, Lead)
+        self.router = Router(store)
 
     async def capture(self, conn: Conn, cmd: CaptureLead, meta: Metadata) -> Lead:
         # The customer id is minted here: sales is the system of record for customers.
@@ -61,7 +66,16 @@ class LeadHandlers:
             company=cmd.company,
             source_detail=cmd.source_detail,
             owner_id=cmd.owner_id,
+            team_id=cmd.team_id,
+            region=cmd.region,
+            product_line=cmd.product_line,
         )
+        if cmd.owner_id is None:  # nobody took it: the assignment rules route it
+            decision = await self.router.decide(conn, "lead", cmd.region, cmd.product_line)
+            if decision is not None:
+                lead.assign(
+                    decision.owner_id, decision.team_id, decision.rule_id, decision.strategy
+                )
         await self.leads.save(conn, lead, meta)
         await lead_view.upsert(conn, lead, datetime.now(UTC))
         return lead
@@ -72,6 +86,25 @@ class LeadHandlers:
         lead.qualify(cmd.score, cmd.notes)
         await self.leads.save(conn, lead, meta)
         await lead_view.upsert(conn, lead, datetime.now(UTC))
+        return lead
+
+    async def assign(
+        self,
+        conn: Conn,
+        lead_id: str,
+        owner_id: str | None,
+        team_id: str | None,
+        meta: Metadata,
+        expected: int | None,
+    ) -> Lead:
+        lead = await self.leads.load(lead_id, conn=conn)
+        check_version(expected, lead.version)
+        if team_id is None and owner_id is not None:  # the rep's team, from its profile
+            team_id = await conn.fetchval("SELECT team_id FROM reps WHERE user_id = $1", owner_id)
+        lead.assign(owner_id, team_id)
+        if lead.pending:
+            await self.leads.save(conn, lead, meta)
+            await lead_view.upsert(conn, lead, datetime.now(UTC))
         return lead
 
     async def disqualify(self, conn: Conn, cmd: DisqualifyLead, meta: Metadata) -> Lead:

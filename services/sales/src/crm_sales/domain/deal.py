@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from crm_events.schemas.sales import (
+    DealAssigned,
     DealLine,
     DealLost,
     DealOpened,
@@ -17,6 +18,7 @@ from crm_events.schemas.sales import (
 )
 from crm_runtime.aggregate import Aggregate, applies
 from crm_runtime.errors import DomainError
+from crm_sales.domain.assignment import Decision
 from crm_sales.domain.pipeline import Pipeline
 
 
@@ -166,6 +168,18 @@ class Deal(Aggregate):
         if (owner_id, team_id) != (self.owner_id, self.team_id):
             self.record(DealReassigned(deal_id=self.id, owner_id=owner_id, team_id=team_id))
 
+    def assign(self, decision: Decision) -> None:
+        """Record the routing decision of an assignment rule."""
+        self.record(
+            DealAssigned(
+                deal_id=self.id,
+                owner_id=decision.owner_id,
+                team_id=decision.team_id,
+                rule_id=decision.rule_id,
+                strategy=decision.strategy,
+            )
+        )
+
     def amount_in_base(self) -> Decimal:
         return Decimal(self.amount_minor) * Decimal(self.exchange_rate)
 
@@ -192,6 +206,11 @@ class Deal(Aggregate):
 
     @applies(DealReassigned)
     def _reassigned(self, e: DealReassigned) -> None:
+        self.owner_id = e.owner_id
+        self.team_id = e.team_id
+
+    @applies(DealAssigned)
+    def _assigned(self, e: DealAssigned) -> None:
         self.owner_id = e.owner_id
         self.team_id = e.team_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from crm_events.schemas.sales import (
+    LeadAssigned,
     LeadCaptured,
     LeadConverted,
     LeadDisqualified,
@@ -30,6 +31,9 @@ class Lead(Aggregate):
         self.source: LeadSource = "manual"
         self.source_detail: str | None = None
         self.owner_id: str | None = None
+        self.team_id: str | None = None
+        self.region: str | None = None
+        self.product_line: str | None = None
         self.status: LeadStatus = "new"
         self.score: int | None = None
         self.notes: str | None = None
@@ -49,6 +53,9 @@ class Lead(Aggregate):
         company: str | None = None,
         source_detail: str | None = None,
         owner_id: str | None = None,
+        team_id: str | None = None,
+        region: str | None = None,
+        product_line: str | None = None,
     ) -> Lead:
         lead = cls(lead_id)
         lead.record(
@@ -62,9 +69,33 @@ class Lead(Aggregate):
                 source=source,
                 source_detail=source_detail,
                 owner_id=owner_id,
+                team_id=team_id,
+                region=region,
+                product_line=product_line,
             )
         )
         return lead
+
+    def assign(
+        self,
+        owner_id: str | None,
+        team_id: str | None,
+        rule_id: str | None = None,
+        strategy: str | None = None,
+    ) -> None:
+        """Give the lead to a rep (by a rule, or by hand when ``rule_id`` is None)."""
+        self._ensure_open()
+        if (owner_id, team_id) == (self.owner_id, self.team_id):
+            return
+        self.record(
+            LeadAssigned(
+                lead_id=self.id,
+                owner_id=owner_id,
+                team_id=team_id,
+                rule_id=rule_id,
+                strategy=strategy,
+            )
+        )
 
     def _ensure_open(self) -> None:
         if self.status == "converted" and self.converted is not None:
@@ -122,6 +153,14 @@ class Lead(Aggregate):
         self.source = e.source
         self.source_detail = e.source_detail
         self.owner_id = e.owner_id
+        self.team_id = e.team_id
+        self.region = e.region
+        self.product_line = e.product_line
+
+    @applies(LeadAssigned)
+    def _assigned(self, e: LeadAssigned) -> None:
+        self.owner_id = e.owner_id
+        self.team_id = e.team_id
 
     @applies(LeadQualified)
     def _qualified(self, e: LeadQualified) -> None:

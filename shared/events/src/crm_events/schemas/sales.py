@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
+from datetime import date, datetime
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt
 
-from crm_events.registry import EventPayload, event_type
+from crm_events.registry import EventPayload, event_type, upcaster
 
 LeadSource = Literal["manual", "web_form", "import", "referral", "campaign", "email", "phone"]
 
 
 @event_type("crm.sales.lead.captured", version=1, public=True)
+class LeadCapturedV1(EventPayload):
+    """A new lead was captured from a source."""
+
+    lead_id: str
+    customer_id: str
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    source: LeadSource
+    source_detail: str | None = Field(default=None, description="campaign id, form id, referrer")
+    owner_id: str | None = None
+
+
+@event_type("crm.sales.lead.captured", version=2, public=True)
 class LeadCaptured(EventPayload):
     """A new lead was captured from a source."""
 
@@ -25,6 +40,15 @@ class LeadCaptured(EventPayload):
     source: LeadSource
     source_detail: str | None = Field(default=None, description="campaign id, form id, referrer")
     owner_id: str | None = None
+    team_id: str | None = None
+    region: str | None = Field(default=None, description="sales region, used for routing")
+    product_line: str | None = Field(default=None, description="product interest, for routing")
+
+
+@upcaster("crm.sales.lead.captured", from_version=1)
+def _lead_captured_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 added team, region and product line for assignment; v1 leads had none."""
+    return {**data, "team_id": None, "region": None, "product_line": None}
 
 
 @event_type("crm.sales.lead.qualified", version=1, public=True)
@@ -367,3 +391,153 @@ class ExchangeRateSet(EventPayload):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
     rate: str = Field(description="decimal: 1 unit of currency in base currency")
+
+
+# --- reps and assignment ----------------------------------------------------------------------
+
+
+@event_type("crm.sales.rep.profile_set", version=1)
+class RepProfileSet(EventPayload):
+    """A sales rep's profile was set."""
+
+    user_id: str
+    email: str | None = Field(default=None, description="where reminders go")
+    team_id: str | None = None
+    regions: list[str] = []
+    product_lines: list[str] = []
+
+
+@event_type("crm.sales.rep.availability_changed", version=1)
+class RepAvailabilityChanged(EventPayload):
+    """A sales rep became available or unavailable for new work."""
+
+    user_id: str
+    available: bool
+    reason: str | None = None
+
+
+class AssignmentRule(EventPayload):
+    """Route new leads or deals matching region / product line to a pool of reps."""
+
+    rule_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    applies_to: list[Literal["lead", "deal"]] = Field(min_length=1)
+    region: str | None = Field(default=None, description="match this region (any if unset)")
+    product_line: str | None = Field(default=None, description="match this product line")
+    team_id: str | None = Field(default=None, description="only reps of this team")
+    strategy: Literal["least_open", "round_robin"] = "least_open"
+
+
+@event_type("crm.sales.assignment_rules.set", version=1)
+class AssignmentRulesSet(EventPayload):
+    """The assignment rules were replaced."""
+
+    rules: list[AssignmentRule]
+
+
+@event_type("crm.sales.lead.assigned", version=1, public=True)
+class LeadAssigned(EventPayload):
+    """The lead was assigned to a rep."""
+
+    lead_id: str
+    owner_id: str | None
+    team_id: str | None = None
+    rule_id: str | None = Field(default=None, description="the rule that routed it; none if manual")
+    strategy: str | None = None
+
+
+@event_type("crm.sales.deal.assigned", version=1)
+class DealAssigned(EventPayload):
+    """The deal was routed to a rep by an assignment rule."""
+
+    deal_id: str
+    owner_id: str
+    team_id: str | None = None
+    rule_id: str
+    strategy: str
+
+
+# --- activities, tasks and reminders ----------------------------------------------------------
+
+ActivityKind = Literal["call", "meeting", "email", "note"]
+
+
+class About(EventPayload):
+    """What an activity or task is about: a contact, an account or a deal (or several)."""
+
+    contact_id: str | None = None
+    account_id: str | None = None
+    deal_id: str | None = None
+
+
+@event_type("crm.sales.activity.logged", version=1, public=True)
+class ActivityLogged(EventPayload):
+    """An activity was logged."""
+
+    activity_id: str
+    kind: ActivityKind
+    subject: str = Field(min_length=1, max_length=200)
+    body: str | None = None
+    occurred_at: datetime
+    duration_minutes: int | None = Field(default=None, ge=0)
+    direction: Literal["inbound", "outbound"] | None = None
+    outcome: str | None = None
+    about: About
+    customer_id: str
+    owner_id: str | None = None
+    team_id: str | None = None
+
+
+@event_type("crm.sales.task.created", version=1, public=True)
+class TaskCreated(EventPayload):
+    """A task was created."""
+
+    task_id: str
+    title: str = Field(min_length=1, max_length=200)
+    notes: str | None = None
+    due_at: datetime | None = None
+    assignee_id: str | None = None
+    team_id: str | None = None
+    priority: Literal["low", "normal", "high"] = "normal"
+    about: About
+    customer_id: str | None = None
+    origin: str | None = Field(default=None, description="e.g. reminder:<rule>; none if manual")
+
+
+@event_type("crm.sales.task.completed", version=1, public=True)
+class TaskCompleted(EventPayload):
+    """The task was completed."""
+
+    task_id: str
+    outcome: str | None = None
+
+
+@event_type("crm.sales.task.reopened", version=1)
+class TaskReopened(EventPayload):
+    """The task was reopened."""
+
+    task_id: str
+
+
+@event_type("crm.sales.task.updated", version=1)
+class TaskUpdated(EventPayload):
+    """The task's title, due date, assignee or priority changed."""
+
+    task_id: str
+    changed: list[str] = Field(min_length=1)
+    title: str | None = None
+    due_at: datetime | None = None
+    assignee_id: str | None = None
+    priority: Literal["low", "normal", "high"] | None = None
+
+
+@event_type("crm.sales.account.inactivity_flagged", version=1, public=True)
+class AccountInactivityFlagged(EventPayload):
+    """A top-tier account had no logged activity for too long; its owner was reminded."""
+
+    account_id: str
+    tier: str
+    last_activity_at: datetime | None
+    days_without_activity: int
+    threshold_days: int
+    owner_id: str | None
+    task_id: str

@@ -233,12 +233,15 @@ async def create_deal(
         raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
     if body.owner_id not in (None, user.user_id) and not user.has("sales_manager"):
         raise InvalidInput("owner_id", "a sales rep opens deals for itself")
+    # A rep's deal is its own; a manager's without an owner goes through the assignment rules.
+    owner = body.owner_id or (None if user.has("sales_manager") else user.user_id)
     handlers = _handlers(ctx)
     contacts = ContactHandlers(ctx.store)
     accounts = AccountHandlers(ctx.store)
 
     async def command(conn: Conn) -> CommandResult:
         customer_id = None
+        region = None
         if body.account_id:
             try:
                 account = await accounts.accounts.load(body.account_id, conn=conn)
@@ -248,6 +251,7 @@ async def create_deal(
                 ) from None
             ensure_not_merged(account)
             customer_id = account.customer_id
+            region = account.details.get("region")
         if body.contact_id:
             try:
                 contact = await contacts.contacts.load(body.contact_id, conn=conn)
@@ -257,6 +261,7 @@ async def create_deal(
                 ) from None
             ensure_not_merged(contact)
             customer_id = contact.customer_id  # the person is the customer on the timeline
+            region = region or contact.details.get("region")
         if customer_id is None:  # pragma: no cover - checked before the transaction
             raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
         d = await handlers.open(
@@ -270,10 +275,12 @@ async def create_deal(
             lines=_lines(body.lines),
             pipeline_id=body.pipeline_id,
             stage=body.stage,
-            owner_id=body.owner_id or user.user_id,
+            owner_id=owner,
             team_id=user.team,
             account_id=body.account_id,
             contact_id=body.contact_id,
+            region=region,
+            product_line=body.product_line,
         )
         return _result(d, 201)
 

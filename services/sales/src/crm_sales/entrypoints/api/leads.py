@@ -20,6 +20,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_sales import access
 from crm_sales.adapters import lead_view
 from crm_sales.application.deals import DealHandlers
 from crm_sales.application.directory import AccountHandlers, ContactHandlers
@@ -36,6 +37,7 @@ from crm_sales.domain.lead import Lead
 from crm_sales.entrypoints.api.schemas import (
     ConversionOut,
     HistoryEntry,
+    LeadAssign,
     LeadConvert,
     LeadCreate,
     LeadDisqualify,
@@ -56,11 +58,11 @@ IfMatch = Annotated[
 
 
 def _visible(user: Principal, lead: Lead) -> None:
-    """Reps see the leads they own or that nobody owns yet; managers and admins see all."""
-    if user.has("sales_manager"):
-        return
-    if lead.owner_id not in (None, user.user_id):
-        raise Forbidden("this lead belongs to another rep")
+    access.check_read(user, "lead", lead.owner_id, lead.team_id)
+
+
+def _changeable(user: Principal, lead: Lead) -> None:
+    access.check_change(user, "lead", lead.owner_id, lead.team_id)
 
 
 def _lead_response(lead: Lead, status: int = 200) -> CommandResult:
@@ -82,7 +84,9 @@ async def capture_lead(
     body: LeadCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     owner = body.owner_id
-    if owner is None and not user.has("sales_manager"):
+    if not user.has("sales_manager"):
+        if owner not in (None, user.user_id):
+            raise Forbidden("a sales rep captures leads for itself; a manager assigns them")
         owner = user.user_id  # a rep's own lead
     cmd = CaptureLead(
         name=body.name,
@@ -92,6 +96,9 @@ async def capture_lead(
         company=body.company,
         source_detail=body.source_detail,
         owner_id=owner,
+        team_id=user.team,
+        region=body.region,
+        product_line=body.product_line,
     )
     handlers = LeadHandlers(ctx.store)
 
@@ -108,11 +115,11 @@ async def list_leads(
     user: SalesUser,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    status: Literal["new", "qualified", "disqualified"] | None = None,
+    status: Literal["new", "qualified", "disqualified", "converted"] | None = None,
     source: str | None = None,
+    owner_id: str | None = None,
 ) -> Page[LeadSummary]:
     after = decode_cursor(cursor)
-    owner = None if user.has("sales_manager") else user.user_id
     async with ctx.pool.acquire() as conn:
         rows = await lead_view.list_leads(
             conn,
@@ -120,7 +127,11 @@ async def list_leads(
             after=(datetime.fromisoformat(after["t"]), after["id"]) if after else None,
             status=status,
             source=source,
-            owner_id=owner,
+            owner_id=owner_id,
+            see_all=access.sees_all(user, "lead"),
+            user_id=user.user_id,
+            team=user.team,
+            unassigned_visible="sales_manager" in user.roles,
         )
     items = [LeadSummary(id=r.pop("lead_id"), **r) for r in rows[:limit]]
     next_cursor = None
@@ -171,7 +182,7 @@ async def qualify_lead(
     lead_id: str, body: LeadQualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _visible(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))
     cmd = QualifyLead(lead_id, body.score, body.notes, expected_version(if_match))
 
     async def command(conn: Conn) -> CommandResult:
@@ -185,7 +196,7 @@ async def disqualify_lead(
     lead_id: str, body: LeadDisqualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _visible(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))
     cmd = DisqualifyLead(lead_id, body.reason, expected_version(if_match))
 
     async def command(conn: Conn) -> CommandResult:
@@ -215,7 +226,7 @@ async def convert(
     lead_id: str, body: LeadConvert, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _visible(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))
     cmd = ConvertLead(
         lead_id=lead_id,
         expected_version=expected_version(if_match),
@@ -247,5 +258,30 @@ async def convert(
             deal_id=done.deal.id if done.deal else None,
         )
         return CommandResult(200, body_out, {"ETag": etag(done.lead.version)})
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@router.post(
+    "/{lead_id}/assign",
+    response_model=LeadPublic,
+    summary="Assign a lead to a rep by hand (managers), or take it back to the queue",
+)
+async def assign_lead(
+    lead_id: str,
+    body: LeadAssign,
+    ctx: CtxDep,
+    user: Annotated[Principal, Depends(require("sales_manager"))],
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    handlers = LeadHandlers(ctx.store)
+    _changeable(user, await _existing(handlers, lead_id))
+    team = body.team_id
+
+    async def command(conn: Conn) -> CommandResult:
+        lead = await handlers.assign(
+            conn, lead_id, body.owner_id, team, metadata_for(user), expected_version(if_match)
+        )
+        return _lead_response(lead)
 
     return await run_command(ctx, user, None, None, command)

@@ -34,7 +34,21 @@ class LeadCreate(BaseModel):
     company: str | None = Field(default=None, max_length=200)
     source: LeadSource = "manual"
     source_detail: str | None = Field(default=None, max_length=200)
-    owner_id: str | None = Field(default=None, max_length=100)
+    owner_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="a rep's own leads are its own; a manager's without owner are routed by "
+        "the assignment rules",
+    )
+    region: str | None = Field(default=None, max_length=100, description="for routing")
+    product_line: str | None = Field(default=None, max_length=100, description="for routing")
+
+
+class LeadAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"owner_id": "bob"}]})
+
+    owner_id: str | None = Field(max_length=100, description="null puts it back in the queue")
+    team_id: str | None = Field(default=None, max_length=100)
 
 
 class LeadQualify(BaseModel):
@@ -62,6 +76,9 @@ class LeadPublic(BaseModel):
     status: LeadStatus
     score: int | None
     owner_id: str | None
+    team_id: str | None = None
+    region: str | None = None
+    product_line: str | None = None
     version: int
 
     @classmethod
@@ -78,6 +95,9 @@ class LeadPublic(BaseModel):
             status=lead.status,
             score=lead.score,
             owner_id=lead.owner_id,
+            team_id=lead.team_id,
+            region=lead.region,
+            product_line=lead.product_line,
             version=lead.version,
         )
 
@@ -92,6 +112,9 @@ class LeadSummary(BaseModel):
     status: str
     score: int | None
     owner_id: str | None
+    team_id: str | None = None
+    region: str | None = None
+    product_line: str | None = None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -349,7 +372,12 @@ class DealCreate(BaseModel):
     lines: list[LineIn] = Field(default_factory=list, max_length=200)
     pipeline_id: str | None = Field(default=None, description="default pipeline if omitted")
     stage: str | None = Field(default=None, description="first open stage if omitted")
-    owner_id: str | None = Field(default=None, max_length=100)
+    owner_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="a rep's deals are its own; a manager's without owner are routed",
+    )
+    product_line: str | None = Field(default=None, max_length=100, description="for routing")
 
 
 class DealTerms(BaseModel):
