@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
-from crm_sales.entrypoints.api import billing, deals, directory, imports, leads
+from crm_sales.entrypoints.api import billing, deals, directory, imports, leads, work
+from crm_sales.jobs import start_scheduler, stop_scheduler
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,7 +27,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             billing.quotes_router,
             billing.invoices_router,
             imports.imports_router,
+            work.reps_router,
+            work.rules_router,
+            work.activities_router,
+            work.tasks_router,
         ],
         migrations=["crm_sales"],
+        on_start=[start_scheduler],
+        on_stop=[stop_scheduler],
         feed_roles=("analyst", "sales_manager"),
     )

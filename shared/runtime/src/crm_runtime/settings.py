@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         description="Currency that deal amounts are converted into for pipeline totals",
     )
 
+    scheduler_enabled: bool = Field(
+        default=True, description="run time-based rules (reminders, overdue invoices) in-process"
+    )
+    scheduler_interval: float = Field(default=60.0, gt=0, description="seconds between ticks")
+    reminder_inactive_days: int = Field(
+        default=30, ge=1, description="a top-tier account without activity this long: remind"
+    )
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -13,9 +13,10 @@ from crm_sales.domain.work import Activity, Task
 async def upsert_rep(conn: Conn, rep: Rep, at: datetime) -> None:
     await conn.execute(
         """
-        INSERT INTO reps (user_id, team_id, regions, product_lines, available, version, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (user_id) DO UPDATE SET team_id = EXCLUDED.team_id,
+        INSERT INTO reps (user_id, team_id, regions, product_lines, available, version,
+                          updated_at, email)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (user_id) DO UPDATE SET team_id = EXCLUDED.team_id, email = EXCLUDED.email,
             regions = EXCLUDED.regions, product_lines = EXCLUDED.product_lines,
             available = EXCLUDED.available, version = EXCLUDED.version,
             updated_at = EXCLUDED.updated_at
@@ -27,6 +28,7 @@ async def upsert_rep(conn: Conn, rep: Rep, at: datetime) -> None:
         rep.available,
         rep.version,
         at,
+        rep.email,
     )
 
 

@@ -5,6 +5,7 @@ CREATE INDEX IF NOT EXISTS leads_team ON leads (team_id);
 
 CREATE TABLE IF NOT EXISTS reps (
     user_id       text PRIMARY KEY,
+    email         text,
     team_id       text,
     regions       text[] NOT NULL DEFAULT '{}',
     product_lines text[] NOT NULL DEFAULT '{}',

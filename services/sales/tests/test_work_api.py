@@ -1,0 +1,303 @@
+"""Assignment, activities, tasks and reminders over the API on real PostgreSQL and real SMTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from crm_runtime.mailcatcher import MailCatcher
+from crm_runtime.settings import Settings
+from crm_runtime.testing import ApiCaller as Caller
+from crm_sales.app import create_app
+from crm_sales.jobs import jobs_for
+from crm_sales.scheduler import ManualClock, Scheduler
+
+pytestmark = pytest.mark.integration
+
+
+async def profile(meg: Caller, user: str, **body: Any) -> None:
+    r = await meg.put(f"/reps/{user}", json=body)
+    assert r.status_code == 200, r.text
+
+
+async def test_rules_route_leads_by_region_and_product_then_least_open_work(
+    as_user: Callable[..., Caller],
+) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    await profile(meg, "alice", team_id="emea", regions=["EMEA"], product_lines=["analytics"])
+    await profile(meg, "bob", team_id="emea", regions=["EMEA"], product_lines=["analytics", "crm"])
+    await profile(meg, "carl", team_id="us", regions=["US"], product_lines=["crm"])
+    rules = {
+        "rules": [
+            {"rule_id": "us", "applies_to": ["lead", "deal"], "region": "US"},
+            {
+                "rule_id": "emea-analytics",
+                "applies_to": ["lead"],
+                "region": "emea",
+                "product_line": "analytics",
+            },
+            {"rule_id": "rest", "applies_to": ["lead"], "strategy": "round_robin"},
+        ]
+    }
+    put = await meg.put("/assignment-rules", json=rules, headers={"If-Match": '"0"'})
+    assert put.status_code == 200, put.text
+    assert (
+        await meg.put("/assignment-rules", json=rules, headers={"If-Match": '"0"'})
+    ).status_code == 412
+
+    async def capture(**extra: Any) -> dict[str, Any]:
+        r = await meg.post("/leads", json={"name": "Lead", "source": "web_form", **extra})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    us = await capture(region="US", product_line="crm")
+    assert (us["owner_id"], us["team_id"]) == ("carl", "us")
+    a1 = await capture(region="EMEA", product_line="analytics")
+    a2 = await capture(region="EMEA", product_line="analytics")
+    assert {a1["owner_id"], a2["owner_id"]} == {"alice", "bob"}  # least open work balances
+    hist = (await meg.get(f"/leads/{a1['id']}/history")).json()
+    assert hist[-1]["type"] == "crm.sales.lead.assigned"
+    assert hist[-1]["data"]["rule_id"] == "emea-analytics"
+    # alice goes on holiday: she gets nothing new
+    away = await meg.post(
+        "/reps/alice/availability", json={"available": False, "reason": "holiday"}
+    )
+    assert away.status_code == 200 and away.json()["available"] is False
+    for _ in range(3):
+        assert (await capture(region="EMEA", product_line="analytics"))["owner_id"] == "bob"
+    # round robin over everyone available, in turn
+    owners = [(await capture())["owner_id"] for _ in range(4)]
+    assert owners == ["bob", "carl", "bob", "carl"]
+    # a rep's own lead is not routed
+    alice = as_user("sales_rep", user="alice", team="emea")
+    own = await alice.post("/leads", json={"name": "Mine", "region": "US"})
+    assert own.json()["owner_id"] == "alice"
+    # manual reassignment by a manager; the team comes from the rep's profile
+    moved = await meg.post(f"/leads/{a1['id']}/assign", json={"owner_id": "carl"})
+    assert moved.status_code == 200 and (moved.json()["owner_id"], moved.json()["team_id"]) == (
+        "carl",
+        "us",
+    )
+    assert (
+        await alice.post(f"/leads/{own.json()['id']}/assign", json={"owner_id": "bob"})
+    ).status_code == 403
+    # a rep may set its own availability, not another's
+    assert (
+        await alice.post("/reps/alice/availability", json={"available": True})
+    ).status_code == 200
+    assert (
+        await alice.post("/reps/bob/availability", json={"available": False})
+    ).status_code == 403
+    bad = await meg.put(
+        "/assignment-rules", json={"rules": [{"rule_id": "Bad Id!", "applies_to": []}]}
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} >= {"rules.0.rule_id", "rules.0.applies_to"}
+
+
+async def test_deals_without_owner_are_routed(as_user: Callable[..., Caller]) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    await profile(meg, "alice", team_id="emea", regions=["EMEA"])
+    await meg.put(
+        "/assignment-rules",
+        json={"rules": [{"rule_id": "emea", "applies_to": ["deal"], "region": "EMEA"}]},
+    )
+    c = (await meg.post("/contacts", json={"last_name": "X", "region": "EMEA"})).json()
+    d = await meg.post("/deals", json={"name": "d", "contact_id": c["id"], "currency": "EUR"})
+    assert d.status_code == 201 and d.json()["owner_id"] == "alice"
+    types = [h["type"] for h in (await meg.get(f"/deals/{d.json()['id']}/history")).json()]
+    assert types == ["crm.sales.deal.opened", "crm.sales.deal.assigned"]
+
+
+async def test_activities_and_tasks(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice", team="emea")
+    carol = as_user("sales_rep", user="carol", team="apac")
+    acct = (await alice.post("/accounts", json={"name": "Engines"})).json()
+    c = (await alice.post("/contacts", json={"last_name": "Ada", "account_id": acct["id"]})).json()
+    r = await alice.post(
+        "/activities",
+        json={
+            "kind": "call",
+            "subject": "Discovery",
+            "duration_minutes": 30,
+            "direction": "outbound",
+            "about": {"contact_id": c["id"]},
+        },
+    )
+    assert r.status_code == 201, r.text
+    act = r.json()
+    assert act["customer_id"] == c["customer_id"]  # the person is the customer
+    assert act["about"]["account_id"] == acct["id"]  # filled in from the contact
+    listed = (await alice.get("/activities", params={"account_id": acct["id"]})).json()["items"]
+    assert [i["id"] for i in listed] == [act["id"]]
+    assert (
+        await carol.post(
+            "/activities", json={"kind": "note", "subject": "x", "about": {"contact_id": c["id"]}}
+        )
+    ).status_code == 403
+    bad = await alice.post("/activities", json={"kind": "note", "subject": "x", "about": {}})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "about"
+    missing = await alice.post(
+        "/activities", json={"kind": "note", "subject": "x", "about": {"deal_id": "nope"}}
+    )
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "about.deal_id"
+    note_dir = await alice.post(
+        "/activities",
+        json={
+            "kind": "note",
+            "subject": "x",
+            "direction": "inbound",
+            "about": {"contact_id": c["id"]},
+        },
+    )
+    assert note_dir.status_code == 409
+
+    due = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    t = await alice.post(
+        "/tasks",
+        json={"title": "Send proposal", "due_at": due, "about": {"account_id": acct["id"]}},
+    )
+    assert t.status_code == 201, t.text
+    task = t.json()
+    assert task["assignee_id"] == "alice" and task["customer_id"] == acct["customer_id"]
+    mine = (await alice.get("/tasks", params={"done": "false"})).json()["items"]
+    assert [i["id"] for i in mine] == [task["id"]]
+    assert (await carol.get(f"/tasks/{task['id']}")).status_code == 403
+    assert (
+        await alice.post("/tasks", json={"title": "x", "assignee_id": "bob"})
+    ).status_code == 403
+    p = await alice.patch(
+        f"/tasks/{task['id']}", json={"priority": "high"}, headers={"If-Match": '"1"'}
+    )
+    assert p.status_code == 200 and p.json()["priority"] == "high"
+    done = await alice.post(f"/tasks/{task['id']}/complete", json={"outcome": "sent"})
+    assert done.status_code == 200 and done.json()["done"] is True
+    assert (await alice.post(f"/tasks/{task['id']}/complete", json={})).status_code == 409
+    assert (await alice.patch(f"/tasks/{task['id']}", json={"title": "y"})).status_code == 409
+    assert (await alice.post(f"/tasks/{task['id']}/reopen")).json()["done"] is False
+    types = [h["type"] for h in (await alice.get(f"/tasks/{task['id']}/history")).json()]
+    assert types == [
+        "crm.sales.task.created",
+        "crm.sales.task.updated",
+        "crm.sales.task.completed",
+        "crm.sales.task.reopened",
+    ]
+
+
+@pytest.fixture
+async def with_mail(
+    tmp_path: Path, fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
+) -> AsyncIterator[tuple[httpx.AsyncClient, MailCatcher, Any]]:
+    async with MailCatcher(tmp_path / "mail") as catcher:
+        url = await fresh_db("crm_sales")
+        settings = settings_for(
+            "sales",
+            database_url=url,
+            scheduler_enabled=False,
+            smtp_url=f"smtp://127.0.0.1:{catcher.smtp_port}",
+            reminder_inactive_days=14,
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:
+                yield c, catcher, app.state.ctx
+
+
+async def test_inactive_top_account_reminds_its_owner_once_per_lapse(
+    with_mail: tuple[httpx.AsyncClient, MailCatcher, Any], token: Callable[..., str]
+) -> None:
+    client, catcher, ctx = with_mail
+    alice = Caller(client, token("sales_rep", user="alice", team="emea"))
+    await alice.put("/reps/alice", json={"email": "alice@crm.example", "team_id": "emea"})
+    top = (await alice.post("/accounts", json={"name": "Big Co", "tier": "top"})).json()
+    small = (await alice.post("/accounts", json={"name": "Small Co"})).json()
+    await alice.post(
+        "/activities",
+        json={
+            "kind": "call",
+            "subject": "kick-off",
+            "about": {"account_id": top["id"]},
+            "occurred_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    clock = ManualClock(datetime.now(UTC))
+    scheduler = Scheduler(ctx.pool, jobs_for(ctx), clock)
+
+    clock.advance(days=13)
+    assert (await scheduler.tick())["reminders.flag"] == 0  # not yet
+    clock.advance(days=2)
+    done = await scheduler.tick()
+    assert done["reminders.flag"] == 1 and done["reminders.mail"] == 1
+    mails = catcher.store.list()
+    assert len(mails) == 1 and mails[0].rcpt_tos == ["alice@crm.example"]
+    assert mails[0].subject == "Reminder: Big Co needs attention"
+    assert "15 days" in (catcher.store.get(mails[0].id).text or "")
+    tasks = (await alice.get("/tasks", params={"account_id": top["id"]})).json()["items"]
+    assert (
+        len(tasks) == 1
+        and tasks[0]["priority"] == "high"
+        and tasks[0]["origin"] == "reminder:inactive-top-account"
+    )
+    assert small["id"] not in {t["account_id"] for t in tasks}
+
+    clock.advance(days=1)
+    again = await scheduler.tick()  # same lapse: nothing new
+    assert again["reminders.flag"] == 0 and len(catcher.store.list()) == 1
+
+    # a new activity ends the lapse; the next lapse reminds again
+    await alice.post(
+        "/activities",
+        json={
+            "kind": "meeting",
+            "subject": "QBR",
+            "about": {"account_id": top["id"]},
+            "occurred_at": clock.now().isoformat(),
+        },
+    )
+    clock.advance(days=10)
+    assert (await scheduler.tick())["reminders.flag"] == 0
+    clock.advance(days=5)
+    assert (await scheduler.tick())["reminders.flag"] == 1
+    assert len(catcher.store.list()) == 2
+
+
+async def test_reminder_mail_is_retried_when_smtp_is_down(
+    fresh_db: Callable[..., Any],
+    settings_for: Callable[..., Settings],
+    token: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    from crm_runtime.embedded import free_port
+
+    port = free_port()
+    url = await fresh_db("crm_sales")
+    settings = settings_for(
+        "sales",
+        database_url=url,
+        scheduler_enabled=False,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        reminder_inactive_days=1,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://s"
+        ) as client:
+            alice = Caller(client, token("sales_rep", user="alice"))
+            await alice.put("/reps/alice", json={"email": "alice@crm.example"})
+            await alice.post("/accounts", json={"name": "Big", "tier": "top"})
+            clock = ManualClock(datetime.now(UTC) + timedelta(days=3))
+            scheduler = Scheduler(ctx.pool, jobs_for(ctx), clock)
+            first = await scheduler.tick()
+            assert first["reminders.flag"] == 1 and first["reminders.mail"] == 0  # SMTP down
+            async with MailCatcher(tmp_path / "mail", smtp_port=port) as catcher:
+                assert (await scheduler.tick())["reminders.mail"] == 1
+                assert len(catcher.store.list()) == 1
+                assert (await scheduler.tick())["reminders.mail"] == 0  # sent once
