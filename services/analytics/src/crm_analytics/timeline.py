@@ -20,7 +20,29 @@ SUMMARIES: dict[str, Summariser] = {
     ),
     "crm.sales.lead.qualified": lambda d: f"Lead qualified with score {d['score']}",
     "crm.sales.lead.disqualified": lambda d: f"Lead disqualified: {d['reason']}",
+    "crm.sales.lead.assigned": lambda d: (
+        f"Lead assigned to {d['owner_id']}" if d.get("owner_id") else "Lead put back in the queue"
+    ),
+    "crm.sales.deal.opened": lambda d: (
+        f"Deal opened: {d['name']} ({_money(d['amount_minor'], d['currency'])})"
+    ),
+    "crm.sales.deal.stage_changed": lambda d: (
+        f"Deal moved from {d['from_stage']} to {d['to_stage']}"
+    ),
+    "crm.sales.deal.lost": lambda d: f"Deal lost: {d['reason']}",
+    "crm.sales.activity.logged": lambda d: f"{d['kind'].title()} logged: {d['subject']}",
+    "crm.sales.task.created": lambda d: f"Task created: {d['title']}",
+    "crm.sales.account.inactivity_flagged": lambda d: (
+        f"No activity for {d['days_without_activity']} days; the owner was reminded"
+    ),
 }
+
+MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    digits = MINOR_DIGITS.get(currency, 2)
+    return f"{amount_minor / 10**digits:,.{digits}f} {currency}"
 
 
 def summarise(event: CloudEvent) -> str:
