@@ -35,6 +35,10 @@ def auth(token: str) -> dict[str, str]:
 LEAD = {"name": "Ada Lovelace", "email": "ada@example.com", "source": "web_form"}
 
 
+def lead_no(i: int) -> dict[str, str]:
+    return {**LEAD, "email": f"ada{i}@example.com"}
+
+
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health/live")).status_code == 200
     ready = await client.get("/health/ready")
@@ -156,8 +160,10 @@ async def test_reps_see_their_own_leads_and_lists_page_by_cursor(
     client: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:
     alice, bob = auth(token("sales_rep", user="alice")), auth(token("sales_rep", user="bob"))
-    ids = [(await client.post("/leads", json=LEAD, headers=alice)).json()["id"] for _ in range(5)]
-    bobs = (await client.post("/leads", json=LEAD, headers=bob)).json()["id"]
+    ids = [
+        (await client.post("/leads", json=lead_no(i), headers=alice)).json()["id"] for i in range(5)
+    ]
+    bobs = (await client.post("/leads", json=lead_no(5), headers=bob)).json()["id"]
     assert (await client.get(f"/leads/{bobs}", headers=alice)).status_code == 403
     seen: list[str] = []
     cursor = None
@@ -179,8 +185,8 @@ async def test_event_feed_pages_in_commit_order(
     client: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:
     h = auth(token("sales_manager"))
-    for _ in range(5):
-        await client.post("/leads", json=LEAD, headers=h)
+    for i in range(5):
+        await client.post("/leads", json=lead_no(i), headers=h)
     assert (await client.get("/events", headers=auth(token("sales_rep")))).status_code == 403
     got: list[dict[str, Any]] = []
     after = None
@@ -198,3 +204,28 @@ async def test_event_feed_pages_in_commit_order(
     assert all(i["event"]["specversion"] == "1.0" for i in got)
     r = await client.get("/events", params={"after": "garbage"}, headers=h)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "after"
+
+
+async def test_duplicate_lead_or_known_contact_is_a_409_naming_it(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    h = auth(token("sales_manager"))
+    first = (await client.post("/leads", json=LEAD, headers=h)).json()
+    again = await client.post("/leads", json={**LEAD, "email": " ADA@example.com"}, headers=h)
+    assert again.status_code == 409 and again.json()["existing_id"] == first["id"]
+    assert again.json()["existing"] == f"/leads/{first['id']}"
+    # two concurrent captures of a new address: exactly one wins
+    both = await asyncio.gather(
+        *(client.post("/leads", json=lead_no(99), headers=h) for _ in range(2))
+    )
+    assert sorted(r.status_code for r in both) == [201, 409]
+    # a disqualified lead no longer blocks; an existing contact does
+    await client.post(f"/leads/{first['id']}/disqualify", json={"reason": "spam"}, headers=h)
+    contact = (
+        await client.post(
+            "/contacts", json={"last_name": "K", "emails": ["grace@example.com"]}, headers=h
+        )
+    ).json()
+    known = await client.post("/leads", json={**LEAD, "email": "grace@example.com"}, headers=h)
+    assert known.status_code == 409 and known.json()["existing_id"] == contact["id"]
+    assert (await client.post("/leads", json=LEAD, headers=h)).status_code == 201

@@ -8,9 +8,11 @@ from datetime import UTC, date, datetime
 
 from crm_events.schemas.sales import AccountDetails, ContactDetails, LeadSource
 from crm_runtime.db import Conn
+from crm_runtime.errors import Conflict
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import lead_view
+from crm_sales.adapters.directory import find_contact_by_emails
 from crm_sales.application.deals import DealHandlers
 from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
 from crm_sales.application.work import Router
@@ -55,6 +57,8 @@ class LeadHandlers:
         self.router = Router(store)
 
     async def capture(self, conn: Conn, cmd: CaptureLead, meta: Metadata) -> Lead:
+        if cmd.email:
+            await self.check_duplicate(conn, cmd.email.strip().lower())
         # The customer id is minted here: sales is the system of record for customers.
         lead = Lead.capture(
             str(uuid.uuid4()),
@@ -87,6 +91,29 @@ class LeadHandlers:
         await self.leads.save(conn, lead, meta)
         await lead_view.upsert(conn, lead, datetime.now(UTC))
         return lead
+
+    async def check_duplicate(self, conn: Conn, email: str) -> None:
+        """An open lead or a contact with this e-mail already exists: 409 naming it."""
+        # Serialise captures of one address so two concurrent ones cannot both pass.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", email)
+        lead_id = await conn.fetchval(
+            "SELECT lead_id FROM leads WHERE email = $1 AND status IN ('new', 'qualified')"
+            " ORDER BY created_at LIMIT 1",
+            email,
+        )
+        if lead_id is not None:
+            raise Conflict(
+                f"an open lead with this e-mail already exists: {lead_id}",
+                existing_id=lead_id,
+                existing=f"/leads/{lead_id}",
+            )
+        contact_id = await find_contact_by_emails(conn, [email])
+        if contact_id is not None:
+            raise Conflict(
+                f"this e-mail belongs to contact {contact_id}; log an activity or open a deal",
+                existing_id=contact_id,
+                existing=f"/contacts/{contact_id}",
+            )
 
     async def assign(
         self,
