@@ -59,7 +59,9 @@ class LeadQualify(BaseModel):
 
 
 class LeadDisqualify(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "No budget this year"}]}
+    )
 
     reason: str = Field(min_length=1, max_length=1000)
 
@@ -156,7 +158,12 @@ class AddressIn(BaseModel):
 class ContactFields(BaseModel):
     """Every changeable contact field; on PATCH only the fields you send change (null clears)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"title": "CEO", "tags": ["vip", "board"], "phones": None}]
+        },
+    )
 
     first_name: ShortText | None = None
     last_name: ShortText | None = None
@@ -202,7 +209,9 @@ class ContactCreate(ContactFields):
 class AccountFields(BaseModel):
     """Every changeable account field; on PATCH only the fields you send change (null clears)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tier": "top", "industry": "Retail"}]}
+    )
 
     name: ShortText | None = None
     domain: str | None = Field(
@@ -250,7 +259,10 @@ class Reassign(BaseModel):
 
 
 class MergeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"merged_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}]},
+    )
 
     merged_id: str = Field(description="the record that is merged into the one in the path")
 
@@ -303,14 +315,43 @@ class StageIn(BaseModel):
 
 
 class PipelineCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Self-serve",
+                    "stages": [
+                        {"key": "new", "name": "New", "probability": 20},
+                        {"key": "trial", "name": "Trial", "probability": 50},
+                        {"key": "won", "name": "Won", "probability": 100, "outcome": "won"},
+                        {"key": "lost", "name": "Lost", "probability": 0, "outcome": "lost"},
+                    ],
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=100)
     stages: list[StageIn] = Field(min_length=2, max_length=30)
 
 
 class PipelineStages(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "stages": [
+                        {"key": "new", "name": "New", "probability": 20},
+                        {"key": "trial", "name": "Trial", "probability": 50},
+                        {"key": "won", "name": "Won", "probability": 100, "outcome": "won"},
+                        {"key": "lost", "name": "Lost", "probability": 0, "outcome": "lost"},
+                    ]
+                }
+            ]
+        },
+    )
 
     stages: list[StageIn] = Field(min_length=2, max_length=30)
 
@@ -381,7 +422,10 @@ class DealCreate(BaseModel):
 
 
 class DealTerms(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"amount_minor": 5500000, "expected_close": "2027-04-30"}]},
+    )
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     amount_minor: int | None = Field(default=None, ge=0)

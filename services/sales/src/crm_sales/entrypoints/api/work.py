@@ -391,7 +391,10 @@ class TaskIn(BaseModel):
 
 
 class TaskPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"due_at": "2026-12-01T17:00:00Z", "priority": "high"}]},
+    )
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
     due_at: datetime | None = None
@@ -400,7 +403,9 @@ class TaskPatch(BaseModel):
 
 
 class Done(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"outcome": "Proposal sent"}]}
+    )
 
     outcome: str | None = Field(default=None, max_length=500)
 
