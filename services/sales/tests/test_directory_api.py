@@ -20,14 +20,26 @@ ADA = {
     "title": "CTO",
     "tags": ["vip"],
     "social_profiles": ["https://www.linkedin.com/in/ada"],
-    "custom_fields": {"newsletter": True, "employees": 12, "score": 4.5, "plan": "gold"},
     "address": {"city": "London", "country": "GB"},
 }
 
 
+async def define_fields(caller: Caller) -> None:
+    for key, body in {
+        "newsletter": {"label": "Newsletter", "type": "boolean"},
+        "employees": {"label": "Employees", "type": "integer"},
+        "score": {"label": "Score", "type": "number"},
+        "plan": {"label": "Plan", "type": "choice", "choices": ["free", "gold"]},
+    }.items():
+        r = await caller.put(f"/custom-fields/contact/{key}", json=body)
+        assert r.status_code == 200, r.text
+
+
 async def test_create_read_patch_and_read_as_of(as_user: Callable[..., Caller]) -> None:
     alice = as_user("sales_rep", user="alice", team="emea")
-    created = await alice.post("/contacts", json=ADA)
+    await define_fields(as_user("sales_manager", user="meg"))
+    custom = {"newsletter": True, "employees": 12, "score": 4.5, "plan": "gold"}
+    created = await alice.post("/contacts", json={**ADA, "custom_fields": custom})
     assert created.status_code == 201, created.text
     c = created.json()
     assert c["emails"] == ["ada@example.com"]  # normalised
@@ -75,6 +87,47 @@ async def test_duplicate_contact_is_a_409_naming_the_existing_one(
     clash = await alice.patch(f"/contacts/{other['id']}", json={"emails": ["ada@example.com"]})
     assert clash.status_code == 409 and clash.json()["existing_id"] == first["id"]
     assert (await alice.get(f"/contacts/{other['id']}")).json()["emails"] == ["b@x.org"]
+
+
+async def test_custom_fields_are_typed(as_user: Callable[..., Caller]) -> None:
+    meg = as_user("sales_manager", user="meg")
+    await define_fields(meg)
+    listed = (await meg.get("/custom-fields/contact")).json()
+    assert [f["key"] for f in listed["fields"]] == ["employees", "newsletter", "plan", "score"]
+    cases = [
+        ({"employees": "12"}, "custom_fields.employees", "Employees must be a integer"),
+        ({"employees": True}, "custom_fields.employees", "Employees must be a integer"),
+        ({"newsletter": 1}, "custom_fields.newsletter", "Newsletter must be a boolean"),
+        ({"plan": "platinum"}, "custom_fields.plan", "must be one of ['free', 'gold']"),
+        ({"colour": "red"}, "custom_fields.colour", "PUT /custom-fields/contact/colour"),
+    ]
+    for values, field, reason in cases:
+        r = await meg.post("/contacts", json={"last_name": "X", "custom_fields": values})
+        assert r.status_code == 422, values
+        assert r.json()["errors"][0]["field"] == field
+        assert reason in r.json()["errors"][0]["reason"]
+    assert (await meg.get("/contacts")).json()["items"] == []
+    ok = await meg.post(
+        "/contacts", json={"last_name": "X", "custom_fields": {"score": 3, "plan": "gold"}}
+    )
+    assert ok.status_code == 201 and ok.json()["custom_fields"] == {"score": 3, "plan": "gold"}
+    bad_def = await meg.put("/custom-fields/contact/tier", json={"label": "Tier", "type": "choice"})
+    assert bad_def.status_code == 409 and "choices" in bad_def.json()["detail"]
+    assert (
+        await meg.put("/custom-fields/contact/Bad-Key", json={"label": "x", "type": "text"})
+    ).status_code == 422
+    rep = as_user("sales_rep", user="alice")
+    assert (
+        await rep.put("/custom-fields/contact/x", json={"label": "x", "type": "text"})
+    ).status_code == 403
+    patch = await meg.patch(
+        f"/contacts/{ok.json()['id']}", json={"custom_fields": {"plan": "nope"}}
+    )
+    assert patch.status_code == 422
+    removed = await meg.request("DELETE", "/custom-fields/contact/plan")
+    assert removed.status_code == 200 and "plan" not in [f["key"] for f in removed.json()["fields"]]
+    again = await meg.post("/contacts", json={"last_name": "Y", "custom_fields": {"plan": "gold"}})
+    assert again.status_code == 422
 
 
 async def test_bad_input_names_the_field(as_user: Callable[..., Caller]) -> None:

@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             leads.router,
             directory.contacts_router,
             directory.accounts_router,
+            directory.fields_router,
             deals.pipelines_router,
             deals.deals_router,
             deals.rates_router,

@@ -9,16 +9,25 @@ from datetime import UTC, datetime
 
 from crm_events.schemas.sales import AccountDetails, ContactDetails
 from crm_runtime.db import Conn
-from crm_runtime.errors import Conflict
+from crm_runtime.errors import Conflict, NotFound
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import directory
 from crm_sales.domain.account import Account, normalise_domain
 from crm_sales.domain.contact import Contact, normalise_email
+from crm_sales.domain.custom_fields import CustomFields, Entity
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def custom_fields(store: EventStore, conn: Conn, entity: Entity) -> CustomFields:
+    """The custom field definitions of contacts or accounts (none defined: an empty set)."""
+    try:
+        return await Repository(store, CustomFields).load(entity, conn=conn)
+    except NotFound:
+        return CustomFields(entity)
 
 
 class ContactHandlers:
@@ -36,6 +45,7 @@ class ContactHandlers:
         customer_id: str | None = None,
         lead_id: str | None = None,
     ) -> Contact:
+        (await custom_fields(self.contacts.store, conn, "contact")).check(details.custom_fields)
         emails = [normalise_email(e) for e in details.emails or []]
         existing = await directory.find_contact_by_emails(conn, emails)
         if existing is not None:
@@ -64,6 +74,9 @@ class ContactHandlers:
     ) -> Contact:
         contact = await self.contacts.load(contact_id, conn=conn)
         check_version(expected, contact.version)
+        if "custom_fields" in fields:
+            defs = await custom_fields(self.contacts.store, conn, "contact")
+            defs.check(values.custom_fields)
         if contact.update(values, fields):
             await self.contacts.save(conn, contact, meta)
             await directory.upsert_contact(conn, contact, _now())
@@ -127,6 +140,7 @@ class AccountHandlers:
         team_id: str | None,
         lead_id: str | None = None,
     ) -> Account:
+        (await custom_fields(self.accounts.store, conn, "account")).check(details.custom_fields)
         domain = normalise_domain(details.domain) if details.domain else None
         existing = await directory.find_account_by_domain(conn, domain)
         if existing is not None:
@@ -155,6 +169,9 @@ class AccountHandlers:
     ) -> Account:
         account = await self.accounts.load(account_id, conn=conn)
         check_version(expected, account.version)
+        if "custom_fields" in fields:
+            defs = await custom_fields(self.accounts.store, conn, "account")
+            defs.check(values.custom_fields)
         if account.update(values, fields):
             await self.accounts.save(conn, account, meta)
             await directory.upsert_account(conn, account, _now())

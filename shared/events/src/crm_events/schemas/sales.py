@@ -541,3 +541,33 @@ class AccountInactivityFlagged(EventPayload):
     threshold_days: int
     owner_id: str | None
     task_id: str
+
+
+# --- custom fields ----------------------------------------------------------------------------
+
+CustomFieldType = Literal["text", "number", "integer", "boolean", "date", "choice"]
+
+
+class CustomFieldDefinition(EventPayload):
+    """A typed custom field of contacts or accounts."""
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")
+    label: str = Field(min_length=1, max_length=100)
+    type: CustomFieldType
+    choices: list[str] = Field(default=[], description="allowed values of a choice field")
+
+
+@event_type("crm.sales.custom_field.defined", version=1)
+class CustomFieldDefined(EventPayload):
+    """A custom field was defined or redefined."""
+
+    entity: Literal["contact", "account"]
+    field: CustomFieldDefinition
+
+
+@event_type("crm.sales.custom_field.removed", version=1)
+class CustomFieldRemoved(EventPayload):
+    """A custom field was removed; values already stored stay in history."""
+
+    entity: Literal["contact", "account"]
+    key: str

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
+from crm_events.schemas.sales import CustomFieldDefinition, CustomFieldType
 from crm_runtime.db import Conn
 from crm_runtime.errors import Forbidden, InvalidInput, NotFound
 from crm_runtime.http.app import CtxDep
@@ -22,15 +24,18 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.repository import Repository
 from crm_sales import access
 from crm_sales.adapters import directory
-from crm_sales.application.directory import AccountHandlers, ContactHandlers
+from crm_sales.application.directory import AccountHandlers, ContactHandlers, custom_fields
 from crm_sales.domain.account import Account
 from crm_sales.domain.contact import Contact
+from crm_sales.domain.custom_fields import CustomFields
 from crm_sales.entrypoints.api.common import (
     DirectoryReader,
     IdempotencyKey,
     IfMatch,
+    Manager,
     SalesUser,
     after_of,
     history,
@@ -473,5 +478,78 @@ async def undo_account_merge(
         return CommandResult(
             200, {"survivor": account_out(survivor), "restored": account_out(restored)}
         )
+
+    return await run_command(ctx, user, None, None, command)
+
+
+# --- custom field definitions ---------------------------------------------------------------
+
+fields_router = APIRouter(prefix="/custom-fields", tags=["custom fields"])
+
+
+class FieldIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"label": "Plan", "type": "choice", "choices": ["free", "pro", "enterprise"]},
+                {"label": "Employees", "type": "integer"},
+            ]
+        },
+    )
+
+    label: str = Field(min_length=1, max_length=100)
+    type: CustomFieldType
+    choices: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=200
+    )
+
+
+def _fields_out(defs: CustomFields) -> dict[str, Any]:
+    return {
+        "entity": defs.entity,
+        "fields": [f.model_dump() for f in sorted(defs.fields.values(), key=lambda f: f.key)],
+        "version": defs.version,
+    }
+
+
+@fields_router.get("/{entity}", summary="The custom fields of contacts or accounts")
+async def list_fields(
+    entity: Literal["contact", "account"], ctx: CtxDep, user: DirectoryReader
+) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        return _fields_out(await custom_fields(ctx.store, conn, entity))
+
+
+@fields_router.put(
+    "/{entity}/{key}",
+    summary="Define (or redefine) a typed custom field; values are checked against it",
+)
+async def put_field(
+    entity: Literal["contact", "account"],
+    key: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,49}$")],
+    body: FieldIn,
+    ctx: CtxDep,
+    user: Manager,
+) -> JSONResponse:
+    async def command(conn: Conn) -> CommandResult:
+        defs = await custom_fields(ctx.store, conn, entity)
+        defs.define(CustomFieldDefinition(key=key, **body.model_dump()))
+        if defs.pending:
+            await Repository(ctx.store, CustomFields).save(conn, defs, metadata_for(user))
+        return CommandResult(200, _fields_out(defs), {"ETag": etag(defs.version)})
+
+    return await run_command(ctx, user, None, None, command)
+
+
+@fields_router.delete("/{entity}/{key}", summary="Remove a custom field definition")
+async def delete_field(
+    entity: Literal["contact", "account"], key: str, ctx: CtxDep, user: Manager
+) -> JSONResponse:
+    async def command(conn: Conn) -> CommandResult:
+        defs = await custom_fields(ctx.store, conn, entity)
+        defs.remove(key)
+        await Repository(ctx.store, CustomFields).save(conn, defs, metadata_for(user))
+        return CommandResult(200, _fields_out(defs), {"ETag": etag(defs.version)})
 
     return await run_command(ctx, user, None, None, command)
