@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crm_runtime.embedded import free_port
-from crm_runtime.mail import MailError, Mailer, OutgoingMail
+from crm_runtime.mail import Mailer, MailError, OutgoingMail
 from crm_runtime.mailcatcher import MailCatcher
 
 
