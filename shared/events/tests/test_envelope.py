@@ -150,3 +150,45 @@ def test_structured_mode_is_accepted() -> None:
         [("content-type", b"application/cloudevents+json; charset=utf-8")],
     )
     assert decoded == event
+
+
+@given(
+    micro=st.integers(0, 999_999),
+    subject=st.one_of(st.none(), st.uuids().map(str)),
+    causation=st.one_of(st.none(), st.just("cause-1")),
+)
+def test_the_direct_record_builder_matches_the_model(
+    micro: int, subject: str | None, causation: str | None
+) -> None:
+    from crm_events.envelope import binary_record
+
+    event = make_event(
+        time=datetime(2026, 11, 25, 12, 0, 0, micro, tzinfo=UTC),
+        subject=subject,
+        causationid=causation,
+    )
+    direct = binary_record(
+        event_id=event.id,
+        source=event.source,
+        type_=event.type,
+        time=event.time,
+        subject=event.subject,
+        streamid=event.streamid,
+        streamversion=event.streamversion,
+        schemaversion=event.schemaversion,
+        correlationid=event.correlationid,
+        causationid=event.causationid,
+        value=b"{}",
+    )
+    # what pydantic's JSON dump of the model gives, attribute by attribute
+    dumped = event.model_dump(mode="json", exclude={"data", "datacontenttype"})
+    expected = [("content-type", b"application/json")] + [
+        (f"ce_{k}", str(v).encode()) for k, v in dumped.items() if v is not None
+    ]
+    assert direct.headers == expected
+    assert (
+        CloudEvent.from_kafka(direct.key, b"{}", direct.headers).model_copy(
+            update={"data": event.data}
+        )
+        == event
+    )

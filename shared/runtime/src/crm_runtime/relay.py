@@ -8,9 +8,11 @@ in-memory broker, a deleted topic), the relay notices and republishes from the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -20,8 +22,9 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import Counter, Gauge
 
 from crm_events import context_topic, public_topic, registry
+from crm_events.envelope import KafkaRecord
 from crm_runtime import kafka
-from crm_runtime.eventstore import Checkpoint, EventStore, StoredEvent
+from crm_runtime.eventstore import Checkpoint, EventStore
 from crm_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,35 +130,76 @@ class OutboxRelay:
             stopper.cancel()
 
     async def relay_once(self) -> int:
-        """Publish the next batch of committed events; store the cursor after the acks."""
-        batch = await self.store.read_committed(self.state.cursor, self.settings.relay_batch_size)
-        if not batch:
-            return 0
-        await self._publish(batch)
-        return len(batch)
+        """Publish every committed event not yet relayed; return how many.
 
-    async def _publish(self, batch: list[StoredEvent]) -> None:
+        Pipelined one batch deep: while the broker acknowledges batch n, batch n+1 is read and
+        handed to the producer. Cursors are still stored strictly in order and only after the
+        acks of their batch, so a failure anywhere resumes from the last stored cursor.
+        """
+        size = self.settings.relay_batch_size
+        read_from = self.state.cursor
+        pending: asyncio.Task[None] | None = None
+        total = 0
+        try:
+            while True:
+                batch = await self.store.read_committed_records(read_from, size)
+                if not batch:
+                    break
+                sent = await self._send(batch)
+                if pending is not None:
+                    await pending  # the previous batch's acks and cursor, in order
+                pending = asyncio.create_task(self._complete(batch, sent))
+                read_from = batch[-1][0]
+                total += len(batch)
+                if len(batch) < size:
+                    break
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+        return total
+
+    async def _send(
+        self, batch: list[tuple[Checkpoint, str, KafkaRecord]]
+    ) -> tuple[list[asyncio.Future[Any]], dict[str, int]]:
+        """Hand a batch to the producer; return the delivery futures (not awaited yet)."""
         assert self._producer is not None
+        send = self._producer.send
+        public = public_topic()
         futures = []
-        for event in batch:
-            record = event.to_cloud_event(self.store.source).to_kafka()
-            targets = [self.topic]
-            if registry.is_public(event.type):
-                targets.append(public_topic())
+        counts: dict[str, int] = {}
+        for _, event_type, record in batch:
+            targets = (self.topic, public) if registry.is_public(event_type) else (self.topic,)
             for topic in targets:
                 futures.append(
-                    await self._producer.send(
-                        topic, value=record.value, key=record.key, headers=record.headers
-                    )
+                    await send(topic, value=record.value, key=record.key, headers=record.headers)
                 )
+                counts[topic] = counts.get(topic, 0) + 1
+        return futures, counts
+
+    async def _complete(
+        self,
+        batch: list[tuple[Checkpoint, str, KafkaRecord]],
+        sent: tuple[list[asyncio.Future[Any]], dict[str, int]],
+    ) -> None:
+        """Wait for the broker's acks of a batch, then store the cursor after it."""
+        futures, counts = sent
         results = await asyncio.gather(*futures)
         acked = dict(self.state.acked)
         for md in results:
             name = f"{md.topic}:{md.partition}"
             acked[name] = max(acked.get(name, -1), md.offset)
-            PUBLISHED.labels(md.topic).inc()
-        cursor = batch[-1].checkpoint
-        async with self.pool.acquire() as conn:
+        for topic, n in counts.items():
+            PUBLISHED.labels(topic).inc(n)
+        cursor = batch[-1][0]
+        # The cursor need not survive a crash (the relay is at-least-once: an older cursor only
+        # means records are sent again), so its commit does not wait for the WAL flush.
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             await conn.execute(
                 "UPDATE relay_state SET cursor_txid = $2::text::xid8, cursor_position = $3,"
                 " acked_offsets = $4::jsonb, updated_at = now() WHERE topic = $1",
