@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 
 from bench.common import Figure, median
+from crm_runtime import db
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
 
 PAYLOAD = {"lead_id": "x", "customer_id": "c", "name": "Bench Person", "source": "manual"}
@@ -64,6 +67,25 @@ async def _store(pool: asyncpg.Pool, n: int, concurrency: int) -> float:
     return (n // concurrency * concurrency) / (time.perf_counter() - start)
 
 
+async def _eventsourcing(url: str, n: int, concurrency: int) -> float:
+    """events/s of the `eventsourcing` library saving one aggregate per command (subprocess)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.es_baseline",
+        url,
+        str(n),
+        str(concurrency),
+        cwd=str(Path(__file__).resolve().parent.parent),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"eventsourcing baseline failed: {err.decode()[-2000:]}")
+    return float(out.decode().strip().splitlines()[-1])
+
+
 async def run(url: str, *, smoke: bool) -> list[Figure]:
     n = 320 if smoke else 4000
     rounds = 1 if smoke else 3
@@ -79,6 +101,23 @@ async def run(url: str, *, smoke: bool) -> list[Figure]:
             for _ in range(rounds):  # interleaved, so drift hits both alike
                 raw.append(await _raw(pool, count, concurrency))
                 ours.append(await _store(pool, count, concurrency))
+            es_url = db.with_database(url, "bench_eventsourcing")
+            await db.ensure_database(url, "bench_eventsourcing")
+            es = [await _eventsourcing(es_url, count, concurrency) for _ in range(rounds)]
+            figures.append(
+                Figure(
+                    name=f"event append vs eventsourcing library, concurrency {concurrency}",
+                    value=median(ours),
+                    unit="events/s",
+                    baseline_name="`eventsourcing` 9.5 (PostgreSQL module), one aggregate saved"
+                    " per command, threads",
+                    baseline=median(es),
+                    goal=">= 5x eventsourcing",
+                    samples=ours,
+                    baseline_samples=es,
+                    notes=f"{count} commands per round, median of {rounds}; same server",
+                )
+            )
             figures.append(
                 Figure(
                     name=f"event append, 1 event/command, concurrency {concurrency}",
