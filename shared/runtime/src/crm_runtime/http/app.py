@@ -36,7 +36,7 @@ _CID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 StartHook = Callable[[ServiceContext], Awaitable[None]]
 
 
-def get_ctx(request: Request) -> ServiceContext:
+async def get_ctx(request: Request) -> ServiceContext:
     ctx: ServiceContext = request.app.state.ctx
     return ctx
 

@@ -44,8 +44,23 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def authenticate(self, token: str) -> Principal:
+        """Verify a bearer token; a verified token is remembered until it expires."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() < expires:
+                return principal
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             if self._jwks is not None:
                 key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
@@ -71,9 +86,10 @@ class Authenticator:
         roles = claims.get("roles", [])
         if isinstance(roles, str):
             roles = [roles]
-        return Principal(
+        principal = Principal(
             str(claims["sub"]), frozenset(r for r in roles if r in ROLES), claims.get("team")
         )
+        return principal, float(claims["exp"])
 
 
 def mint_token(
@@ -108,7 +124,11 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits admins and callers holding any of ``roles``."""
 
-    async def check(user: CurrentUser) -> Principal:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        user = await current_user(request, credentials)  # one dependency level, not two
         if not user.has(*roles):
             raise Forbidden(f"needs one of the roles: {', '.join(sorted({'admin', *roles}))}")
         return user

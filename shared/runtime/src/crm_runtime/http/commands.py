@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from crm_runtime.context import ServiceContext
 from crm_runtime.db import Conn
@@ -87,7 +88,7 @@ async def run_command(
                 json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
             )
         result = await command(conn)
-        body = jsonable_encoder(result.body)
+        body = _encode(result.body)
         await conn.execute(
             "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
             " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
@@ -101,7 +102,12 @@ async def run_command(
         return _response(CommandResult(result.status, body, result.headers))
 
 
+def _encode(body: Any) -> Any:
+    """JSON-ready body; pydantic models take their own (much cheaper) path."""
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json")
+    return jsonable_encoder(body)
+
+
 def _response(result: CommandResult) -> JSONResponse:
-    return JSONResponse(
-        jsonable_encoder(result.body), status_code=result.status, headers=result.headers
-    )
+    return JSONResponse(_encode(result.body), status_code=result.status, headers=result.headers)
