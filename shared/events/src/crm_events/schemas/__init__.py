@@ -1,3 +1,3 @@
-"""Event payload schemas, one module per bounded context (sales in two). Importing registers them."""
+"""Event payload schemas, one module per context (sales in two). Importing registers them."""
 
 from crm_events.schemas import sales, sales_billing  # noqa: F401
