@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from crm_analytics.app import create_app as create_analytics
+from crm_runtime.mailcatcher import MailCatcher
 from crm_runtime.context import open_context
 from crm_runtime.relay import OutboxRelay
 from crm_runtime.settings import Settings
@@ -24,12 +26,26 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
+async def mail(tmp_path: Path) -> AsyncIterator[MailCatcher]:
+    async with MailCatcher(tmp_path / "mail") as catcher:
+        yield catcher
+
+
+@pytest.fixture
 async def platform(
-    fresh_db: Callable[..., Any], settings_for: Callable[..., Settings], kafka: tuple[str, bool]
+    fresh_db: Callable[..., Any],
+    settings_for: Callable[..., Settings],
+    kafka: tuple[str, bool],
+    mail: MailCatcher,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     sales_db = await fresh_db("crm_sales")
     analytics_db = await fresh_db("crm_analytics")
-    sales_settings = settings_for("sales", database_url=sales_db)
+    sales_settings = settings_for(
+        "sales",
+        database_url=sales_db,
+        smtp_url=f"smtp://127.0.0.1:{mail.smtp_port}",
+        scheduler_enabled=False,
+    )
     analytics_settings = settings_for("analytics", database_url=analytics_db)
     app_id = unique_name("analytics")
     env = {
@@ -117,28 +133,59 @@ async def test_lead_reaches_the_customer_timeline(
     assert denied.status_code == 401
 
 
-async def test_lead_to_won_deal_and_merges_on_one_timeline(
-    platform: tuple[httpx.AsyncClient, httpx.AsyncClient], token: Callable[..., str]
+async def test_lead_to_cash_and_merges_on_one_timeline(
+    platform: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    token: Callable[..., str],
+    mail: MailCatcher,
 ) -> None:
+    """lead -> convert -> deal through stages -> quote -> accept -> invoice -> paid -> won."""
     sales, analytics = platform
     h = {"Authorization": f"Bearer {token('sales_manager', user='meg', team='emea')}"}
-    lead = (
+
+    async def ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:
+        assert r.status_code == status, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    lead = await ok(
         await sales.post(
             "/leads",
             json={"name": "Ada Lovelace", "email": "ada@engines.example", "company": "Engines"},
             headers=h,
-        )
-    ).json()
-    conv = await sales.post(
-        f"/leads/{lead['id']}/convert",
-        json={"deal": {"amount_minor": 500_000, "currency": "EUR"}},
-        headers=h,
+        ),
+        201,
     )
-    assert conv.status_code == 200, conv.text
-    deal_id = conv.json()["deal_id"]
-    for stage in ("qualified", "demo", "won"):
-        r = await sales.post(f"/deals/{deal_id}/stage", json={"stage": stage}, headers=h)
-        assert r.status_code == 200, r.text
+    conv = await ok(
+        await sales.post(
+            f"/leads/{lead['id']}/convert",
+            json={"deal": {"amount_minor": 500_000, "currency": "EUR"}},
+            headers=h,
+        )
+    )
+    deal_id = conv["deal_id"]
+    for stage in ("qualified", "demo", "negotiation"):
+        await ok(await sales.post(f"/deals/{deal_id}/stage", json={"stage": stage}, headers=h))
+    lines = [{"name": "Seats", "quantity": 10, "unit_price_minor": 50_000, "tax_rate": "20"}]
+    quote = await ok(
+        await sales.post("/quotes", json={"deal_id": deal_id, "lines": lines}, headers=h), 201
+    )
+    await ok(await sales.post(f"/quotes/{quote['id']}/send", headers=h))
+    [sent] = mail.store.list()
+    assert sent.rcpt_tos == ["ada@engines.example"]
+    accepted = await ok(await sales.post(f"/quotes/{quote['id']}/accept", headers=h))
+    invoice = accepted["invoice"]
+    assert invoice["total_minor"] == 600_000  # 500,000 net + 20 % tax
+    paid = await ok(
+        await sales.post(
+            f"/invoices/{invoice['id']}/payments",
+            json={"amount_minor": 600_000, "method": "bank_transfer"},
+            headers=h,
+        ),
+        201,
+    )
+    assert paid["status"] == "paid"
+    await ok(await sales.post(f"/deals/{deal_id}/stage", json={"stage": "won"}, headers=h))
+
     customer = lead["customer_id"]
     expected = [
         "crm.sales.lead.captured",
@@ -148,12 +195,20 @@ async def test_lead_to_won_deal_and_merges_on_one_timeline(
         "crm.sales.deal.stage_changed",
         "crm.sales.deal.stage_changed",
         "crm.sales.deal.stage_changed",
+        "crm.sales.quote.drafted",
+        "crm.sales.quote.sent",
+        "crm.sales.quote.accepted",
+        "crm.sales.invoice.issued",
+        "crm.sales.invoice.payment_received",
+        "crm.sales.invoice.paid",
+        "crm.sales.deal.stage_changed",
         "crm.sales.deal.won",
     ]
     items = await wait_timeline(analytics, customer, h, len(expected))
     assert [i["type"] for i in items] == expected
     assert items[-1]["summary"] == "The deal was won"
     assert items[2]["link"] == f"sales:/deals/{deal_id}"
+    assert items[10]["link"] == f"sales:/invoices/{invoice['id']}"
 
     # A second contact for the same person: merging joins the timelines, undo separates them.
     twin = (
@@ -162,14 +217,14 @@ async def test_lead_to_won_deal_and_merges_on_one_timeline(
         )
     ).json()
     merged = await sales.post(
-        f"/contacts/{conv.json()['contact_id']}/merge", json={"merged_id": twin["id"]}, headers=h
+        f"/contacts/{conv['contact_id']}/merge", json={"merged_id": twin["id"]}, headers=h
     )
     assert merged.status_code == 200, merged.text
     joined = await wait_timeline(analytics, twin["customer_id"], h, len(expected) + 3)
     assert {i["customer_id"] for i in joined} == {customer, twin["customer_id"]}
     assert "crm.sales.contact.merged" in [i["type"] for i in joined]
     undo = await sales.post(
-        f"/contacts/{conv.json()['contact_id']}/merges/{merged.json()['merge_id']}/undo",
+        f"/contacts/{conv['contact_id']}/merges/{merged.json()['merge_id']}/undo",
         headers=h,
     )
     assert undo.status_code == 200
