@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from crm_analytics.app import create_app as create_analytics
-from crm_runtime.mailcatcher import MailCatcher
 from crm_runtime.context import open_context
+from crm_runtime.mailcatcher import MailCatcher
 from crm_runtime.relay import OutboxRelay
 from crm_runtime.settings import Settings
 from crm_runtime.testing import unique_name
