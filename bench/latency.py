@@ -24,6 +24,22 @@ from crm_runtime.embedded import free_port, wait_for_port
 from crm_runtime.http.auth import mint_token
 from crm_runtime.settings import Settings
 
+NAMES = ("sales", "relay", "worker")
+LABELS = {
+    "sales": "sales API (uvicorn, 1 worker)",
+    "relay": "sales outbox relay",
+    "worker": "analytics worker (faust)",
+}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
 
 async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> list[Figure]:
     total, rate = (100, 50.0) if smoke else (1000, 200.0)
@@ -50,10 +66,10 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
             stdout=open(logs / f"{n}.log", "wb"),
             stderr=subprocess.STDOUT,
         )
-        for n, args in (
-            ("sales", ["serve", "sales"]),
-            ("relay", ["relay", "sales"]),
-            ("worker", ["analytics-worker"]),
+        for n, args in zip(
+            NAMES,
+            (["serve", "sales"], ["relay", "sales"], ["analytics-worker"]),
+            strict=True,
         )
     ]
     token = mint_token(Settings().jwt_secret, "bench", ["sales_manager"])
@@ -69,6 +85,8 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
         ) as c:
             # warm-up: the worker has joined its group once a warm-up lead is on the timeline
             await _warm_up(c, conn)
+            await asyncio.sleep(2)  # let the warm-up settle: this is the idle footprint
+            idle_rss = {name: rss_mb(p.pid) for name, p in zip(NAMES, procs, strict=True)}
             sent: dict[str, float] = {}
             start = time.perf_counter()
 
@@ -82,6 +100,7 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
             await asyncio.gather(*(one(i) for i in range(total)))
             achieved = total / (time.perf_counter() - start)
             seen = await _collect(conn, sent, wait=60)
+            after_rss = {name: rss_mb(p.pid) for name, p in zip(NAMES, procs, strict=True)}
     finally:
         await conn.close()
         for p in procs:
@@ -94,7 +113,18 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
     latencies = [max(0.0, (seen[c] - t) * 1000) for c, t in sent.items() if c in seen]
     missing = total - len(latencies)
     note = f"{total} leads at {achieved:.0f}/s (target {rate:.0f}/s); {missing} not seen in 60 s"
+    rss = [
+        Figure(
+            f"RSS of {LABELS[name]}",
+            idle_rss[name],
+            "MB idle",
+            goal="<= 150 MB idle",
+            notes=f"{after_rss[name]:.0f} MB after the run",
+        )
+        for name in NAMES
+    ]
     return [
+        *rss,
         Figure("HTTP 201 -> timeline visible, p50", percentile(latencies, 50), "ms", notes=note),
         Figure(
             "HTTP 201 -> timeline visible, p99",

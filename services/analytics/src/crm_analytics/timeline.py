@@ -68,31 +68,44 @@ class TimelineProjection:
         return registry.knows(event_type)
 
     async def apply(self, conn: Conn, event: CloudEvent, payload: EventPayload) -> None:
-        if not event.subject:
-            return  # not about a customer
-        await conn.execute(
-            """
-            INSERT INTO timeline (event_id, customer_id, occurred_at, context, event_type,
-                                  summary, stream_id, stream_version, link, data)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
-            ON CONFLICT (event_id) DO NOTHING
-            """,
-            event.id,
-            event.subject,
-            event.time,
-            event.context,
-            event.type,
-            summarise(event),
-            event.streamid,
-            event.streamversion,
-            link(event),
-            json.dumps(payload.model_dump(mode="json")),
-        )
-        await apply_identity(conn, event)
+        await self.apply_batch(conn, [(event, payload)])
+
+    async def apply_batch(self, conn: Conn, items: list[tuple[CloudEvent, EventPayload]]) -> None:
+        """Write the touchpoints of many events with one pipelined statement, in order."""
+        rows = [
+            (
+                event.id,
+                event.subject,
+                event.time,
+                event.context,
+                event.type,
+                summarise(event),
+                event.streamid,
+                event.streamversion,
+                link(event),
+                json.dumps(payload.model_dump(mode="json")),
+            )
+            for event, payload in items
+            if event.subject  # events about no customer have no timeline
+        ]
+        if rows:
+            await conn.executemany(INSERT_TOUCHPOINT, rows)
+        for event, _ in items:
+            if event.type in IDENTITY_TYPES:
+                await apply_identity(conn, event)
+
+
+INSERT_TOUCHPOINT = """
+INSERT INTO timeline (event_id, customer_id, occurred_at, context, event_type, summary,
+                      stream_id, stream_version, link, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+ON CONFLICT (event_id) DO NOTHING
+"""
 
 
 MERGED = ("crm.sales.contact.merged", "crm.sales.account.merged")
 UNDONE = ("crm.sales.contact.merge_undone", "crm.sales.account.merge_undone")
+IDENTITY_TYPES = frozenset({*MERGED, *UNDONE, "crm.sales.lead.converted"})
 
 
 async def apply_identity(conn: Conn, event: CloudEvent) -> None:

@@ -69,6 +69,9 @@ class Projection(Protocol):
 
     async def apply(self, conn: Conn, event: CloudEvent, payload: EventPayload) -> None: ...
 
+    # Optional: ``async def apply_batch(self, conn, items: list[tuple[CloudEvent, EventPayload]])``
+    # applies many fresh events at once, in order (e.g. one executemany instead of N INSERTs).
+
 
 DeadLetterSink = Callable[[ConsumedRecord, str, str], Awaitable[None]]
 
@@ -153,13 +156,20 @@ class EventProcessor:
                     [event.id for _, event, _ in todo],
                 )
                 fresh = {r["event_id"] for r in rows}
+                applied: list[tuple[CloudEvent, EventPayload]] = []
                 for i, event, payload in todo:
                     if event.id in fresh:
                         fresh.discard(event.id)
-                        await self.projection.apply(conn, event, payload)
+                        applied.append((event, payload))
                         outcomes[i] = Outcome.APPLIED
                     else:
                         outcomes[i] = Outcome.DUPLICATE
+                apply_batch = getattr(self.projection, "apply_batch", None)
+                if apply_batch is not None:
+                    await apply_batch(conn, applied)  # one round of set-based writes
+                else:
+                    for event, payload in applied:
+                        await self.projection.apply(conn, event, payload)
         done = [o for o in outcomes if o is not None]
         for outcome in done:
             OUTCOMES.labels(self.projection.name, outcome.value).inc()
