@@ -325,7 +325,7 @@ class EventStore:
             f"SELECT {_COLUMNS} FROM events"
             " WHERE (txid, position) > ($1::text::xid8, $2::bigint)"
             "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-            " ORDER BY txid, position LIMIT $3"
+            " ORDER BY events.txid, events.position LIMIT $3"
         )
         if conn is not None:
             rows = await conn.fetch(q, str(after.txid), after.position, limit)
@@ -350,7 +350,7 @@ class EventStore:
             " FROM events"
             " WHERE (txid, position) > ($1::text::xid8, $2::bigint)"
             "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-            " ORDER BY txid, position LIMIT $3"
+            " ORDER BY events.txid, events.position LIMIT $3"
         )
         if conn is not None:
             rows = await conn.fetch(q, str(after.txid), after.position, limit)

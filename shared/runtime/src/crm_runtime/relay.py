@@ -65,6 +65,7 @@ class OutboxRelay:
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self.is_leader = False
+        self._cursor_conn: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set. Waits for the lock if another replica holds it."""
@@ -76,11 +77,15 @@ class OutboxRelay:
             self.is_leader = True
             await lock_conn.add_listener("crm_events", self._on_notify)
             await self._start_clients()
+            self._cursor_conn = await self.pool.acquire()
+            await self._cursor_conn.execute("SET synchronous_commit TO OFF")
             try:
                 await self._load_state()
                 await self.check_history()
                 await self._loop(stop)
             finally:
+                await self.pool.release(self._cursor_conn)  # the pool resets the session
+                self._cursor_conn = None
                 await self._stop_clients()
                 await lock_conn.remove_listener("crm_events", self._on_notify)
         finally:
@@ -196,20 +201,24 @@ class OutboxRelay:
         for topic, n in counts.items():
             PUBLISHED.labels(topic).inc(n)
         cursor = batch[-1][0]
-        # The cursor need not survive a crash (the relay is at-least-once: an older cursor only
-        # means records are sent again), so its commit does not wait for the WAL flush.
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit TO OFF")
-            await conn.execute(
-                "UPDATE relay_state SET cursor_txid = $2::text::xid8, cursor_position = $3,"
-                " acked_offsets = $4::jsonb, updated_at = now() WHERE topic = $1",
-                self.topic,
-                str(cursor.txid),
-                cursor.position,
-                json.dumps(acked),
-            )
+        await self._store_cursor(cursor, acked)
         self.state = RelayState(cursor, acked)
         CURSOR_POSITION.labels(self.topic).set(cursor.position)
+
+    async def _store_cursor(self, cursor: Checkpoint, acked: dict[str, int]) -> None:
+        """One round trip on the relay's own connection. The cursor need not survive a crash
+        (the relay is at-least-once: an older cursor only means records are sent again), so
+        that connection commits without waiting for the WAL flush."""
+        query = (
+            "UPDATE relay_state SET cursor_txid = $2::text::xid8, cursor_position = $3,"
+            " acked_offsets = $4::jsonb, updated_at = now() WHERE topic = $1"
+        )
+        args = (self.topic, str(cursor.txid), cursor.position, json.dumps(acked))
+        if self._cursor_conn is None:
+            async with self.pool.acquire() as conn:
+                await conn.execute(query, *args)
+            return
+        await self._cursor_conn.execute(query, *args)
 
     async def check_history(self) -> bool:
         """Republish from the start if a topic is gone or shorter than what was acknowledged."""
