@@ -210,6 +210,20 @@ async def test_lead_to_cash_and_merges_on_one_timeline(
     assert items[2]["link"] == f"sales:/deals/{deal_id}"
     assert items[10]["link"] == f"sales:/invoices/{invoice['id']}"
 
+    deadline = time.monotonic() + 30  # the 360 projection runs just after the timeline's
+    while True:
+        r = await analytics.get(f"/customers/{customer}", headers=h)
+        if (r.status_code == 200 and r.json()["won_deals"] == 1) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    view = await ok(r)
+    assert (view["kind"], view["display_name"]) == ("contact", "Ada Lovelace")
+    assert view["owner_id"] is None  # a manager's lead, no rule routed it
+    assert (view["won_deals"], view["open_deals"], view["open_invoices"]) == (1, [], 0)
+    assert view["last_touch_type"] == "crm.sales.invoice.payment_received"
+    assert view["health"]["score"] == 90  # touched today +20, a won deal +10
+    assert (await analytics.get("/customers/nobody", headers=h)).status_code == 404
+
     # A second contact for the same person: merging joins the timelines, undo separates them.
     twin = (
         await sales.post(

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import faust
 
+from crm_analytics.customers import CustomerProfileProjection
 from crm_analytics.faust_transport import configure_fetch_wait
 from crm_analytics.timeline import TimelineProjection
 from crm_events import context_topic
@@ -27,6 +28,10 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
         return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+async def _lettered_already(record: ConsumedRecord, consumer: str, reason: str) -> None:
+    return None
 
 
 def create_faust_app(settings: Settings) -> faust.App:
@@ -54,37 +59,41 @@ def create_faust_app(settings: Settings) -> faust.App:
     state: dict[str, Any] = {}
     ready = asyncio.Lock()
 
-    async def processor() -> EventProcessor:
+    async def processors() -> list[EventProcessor]:
         async with ready:
             if "processor" not in state:
                 ctx = await open_context(settings, ["crm_analytics"], pool_size=4)
                 producer = kafka.producer(settings)
                 await producer.start()
                 state.update(ctx=ctx, producer=producer)
-                state["processor"] = EventProcessor(
-                    ctx.pool, TimelineProjection(), KafkaDeadLetters(producer, settings)
-                )
-        proc: EventProcessor = state["processor"]
-        return proc
+                letters = KafkaDeadLetters(producer, settings)
+                state["processors"] = [
+                    EventProcessor(ctx.pool, TimelineProjection(), letters),
+                    # a poison record is dead-lettered once, by the first projection
+                    EventProcessor(ctx.pool, CustomerProfileProjection(), _lettered_already),
+                ]
+        procs: list[EventProcessor] = state["processors"]
+        return procs
 
     @app.agent(topic, name="crm-analytics-timeline")
     async def timeline(stream: Any) -> None:
-        proc = await processor()
-        # Batches: one transaction per batch instead of one commit per event.
+        procs = await processors()
+        # Batches: one transaction per batch and projection instead of one commit per event.
+        # Each projection dedupes on its own, so they can be rebuilt apart.
         async for batch in stream.take_events(500, within=0.005):
-            await proc.process_batch(
-                [
-                    ConsumedRecord(
-                        e.message.topic,
-                        e.message.partition,
-                        e.message.offset,
-                        e.message.key,
-                        e.message.value,
-                        _headers(e.message.headers),
-                    )
-                    for e in batch
-                ]
-            )
+            records = [
+                ConsumedRecord(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    _headers(e.message.headers),
+                )
+                for e in batch
+            ]
+            for proc in procs:
+                await proc.process_batch(records)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_: Any, **__: Any) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
+from crm_analytics.customers import health
 from crm_analytics.timeline import customer_ids
+from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.auth import Principal, require
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
@@ -112,3 +114,111 @@ async def customer_timeline(
     response.headers["X-Customer-Id"] = root
     response.headers["X-Customer-Ids"] = ",".join(ids)
     return Page[TimelineEntry](items=items, next_cursor=next_cursor)
+
+
+class DealSummary(BaseModel):
+    deal_id: str
+    name: str
+    stage: str
+    status: str
+    probability: int
+    amount_minor: int
+    currency: str
+
+
+class HealthOut(BaseModel):
+    score: int = Field(ge=0, le=100)
+    reasons: list[str]
+
+
+class Customer360(BaseModel):
+    customer_id: str = Field(description="the id that stands (after merges)")
+    merged_ids: list[str] = Field(description="other ids of the same customer")
+    kind: str | None = Field(description="lead, contact or account")
+    display_name: str | None
+    owner_id: str | None
+    team_id: str | None
+    tier: str | None
+    first_seen_at: datetime
+    last_touch_at: datetime | None
+    last_touch_type: str | None
+    open_deals: list[DealSummary]
+    open_pipeline_base: str = Field(description="open deal amounts in the base currency (minor)")
+    weighted_pipeline_base: str
+    won_deals: int
+    lost_deals: int
+    open_invoices: int
+    overdue_invoices: int
+    open_tickets: int | None = Field(
+        default=None, description="from the service desk, once it publishes tickets"
+    )
+    health: HealthOut
+
+
+@router.get(
+    "/customers/{customer_id}",
+    response_model=Customer360,
+    summary="The 360 view: who, owner, open deals, invoices, last touch and a health score",
+    responses={404: {"description": "no event about this customer has been seen"}},
+)
+async def customer_360(customer_id: str, ctx: CtxDep, _: Reader) -> Customer360:
+    async with ctx.pool.acquire() as conn:
+        root, ids = await customer_ids(conn, customer_id)
+        people = await conn.fetch(
+            "SELECT * FROM customers WHERE customer_id = ANY($1::text[])", ids
+        )
+        if not people:
+            raise NotFound(f"no customer {customer_id} has been seen")
+        deals = await conn.fetch(
+            "SELECT * FROM customer_deals WHERE customer_id = ANY($1::text[])"
+            " ORDER BY updated_at DESC",
+            ids,
+        )
+        invoices = await conn.fetch(
+            "SELECT status, overdue FROM customer_invoices WHERE customer_id = ANY($1::text[])",
+            ids,
+        )
+    # The standing id's profile first; a contact's name over a lead's.
+    rank = {"contact": 0, "account": 1, "lead": 2, None: 3}
+    main = min(people, key=lambda p: (p["customer_id"] != root, rank.get(p["kind"], 3)))
+    touches = [p["last_touch_at"] for p in people if p["last_touch_at"] is not None]
+    last = max(touches) if touches else None
+    last_type = next((p["last_touch_type"] for p in people if p["last_touch_at"] == last), None)
+    open_deals = [d for d in deals if d["status"] == "open"]
+    overdue = sum(1 for i in invoices if i["overdue"] and i["status"] not in ("paid", "void"))
+    won = sum(1 for d in deals if d["status"] == "won")
+    lost = sum(1 for d in deals if d["status"] == "lost")
+    h = health(datetime.now(UTC), last, len(open_deals), won, lost, overdue)
+    return Customer360(
+        customer_id=root,
+        merged_ids=[i for i in ids if i != root],
+        kind=main["kind"],
+        display_name=main["display_name"],
+        owner_id=main["owner_id"],
+        team_id=main["team_id"],
+        tier=main["tier"],
+        first_seen_at=min(p["first_seen_at"] for p in people),
+        last_touch_at=last,
+        last_touch_type=last_type,
+        open_deals=[
+            DealSummary(
+                deal_id=d["deal_id"],
+                name=d["name"],
+                stage=d["stage"],
+                status=d["status"],
+                probability=d["probability"],
+                amount_minor=d["amount_minor"],
+                currency=d["currency"],
+            )
+            for d in open_deals
+        ],
+        open_pipeline_base=str(round(sum(d["amount_base"] for d in open_deals))),
+        weighted_pipeline_base=str(
+            round(sum(d["amount_base"] * d["probability"] / 100 for d in open_deals))
+        ),
+        won_deals=won,
+        lost_deals=lost,
+        open_invoices=sum(1 for i in invoices if i["status"] not in ("paid", "void")),
+        overdue_invoices=overdue,
+        health=HealthOut(score=h.score, reasons=h.reasons),
+    )
