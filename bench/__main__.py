@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import append, latency
+from bench import api_bench, append, import_bench, latency, rebuild_bench, relay_bench
 from bench.common import Figure, machine
 from crm_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
@@ -39,7 +39,11 @@ async def run_all(smoke: bool, workdir: Path) -> tuple[list[Figure], dict[str, s
         append_url = db.with_database(pg.url, "bench_append")
         await db.migrate_url(append_url, ["crm_runtime"])
         figures = await append.run(append_url, smoke=smoke)
+        figures += await import_bench.run(pg.url, smoke=smoke)
+        figures += await relay_bench.run(pg.url, broker.bootstrap, smoke=smoke)
+        figures += await api_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=workdir / "logs")
         figures += await latency.run(pg.url, broker.bootstrap, smoke=smoke, logs=workdir / "logs")
+        figures += await rebuild_bench.run(pg.url, broker.bootstrap, smoke=smoke)
         return figures, info
     finally:
         broker.stop()
