@@ -254,3 +254,70 @@ async def test_deal_read_as_of(as_user: Callable[..., Caller]) -> None:
     await alice.post(f"/deals/{d['id']}/stage", json={"stage": "qualified"})
     then = (await alice.get(f"/deals/{d['id']}", params={"as_of": t.isoformat()})).json()
     assert then["stage"] == "identified" and len(then["stage_history"]) == 1
+
+
+async def test_deal_lines_come_from_the_price_book(as_user: Callable[..., Caller]) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    p = await meg.post(
+        "/products",
+        json={"sku": "SEAT", "name": "Seat licence", "tax_rate": "19", "prices": {"EUR": 12_000}},
+    )
+    assert p.status_code == 201, p.text
+    pid = p.json()["id"]
+    c = await contact(meg)
+    r = await meg.post(
+        "/deals",
+        json={
+            "name": "Seats",
+            "contact_id": c["id"],
+            "currency": "EUR",
+            "owner_id": "meg",
+            "lines": [
+                {"product_id": pid, "quantity": 10},
+                {"name": "Setup", "quantity": 1, "unit_price_minor": 5_000},
+            ],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["lines"][0] == {
+        "product_id": pid,
+        "name": "Seat licence",
+        "quantity": 10,
+        "unit_price_minor": 12_000,
+    }
+    assert r.json()["amount_minor"] == 125_000
+    cases = [
+        ({"product_id": "nope", "quantity": 1}, "lines.0.product_id"),
+        ({"quantity": 1, "unit_price_minor": 5}, "lines.0.name"),
+        ({"name": "x", "quantity": 1}, "lines.0.unit_price_minor"),
+    ]
+    for line, field in cases:
+        bad = await meg.post(
+            "/deals", json={"name": "x", "contact_id": c["id"], "currency": "EUR", "lines": [line]}
+        )
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == field, bad.text
+    await meg.put("/exchange-rates/USD", json={"rate": "0.9"})
+    no_usd = await meg.post(
+        "/deals",
+        json={
+            "name": "x",
+            "contact_id": c["id"],
+            "currency": "USD",
+            "lines": [{"product_id": pid, "quantity": 1}],
+        },
+    )
+    assert (
+        no_usd.status_code == 422
+        and no_usd.json()["errors"][0]["field"] == "lines.0.unit_price_minor"
+    )
+    await meg.post(f"/products/{pid}/deactivate")
+    inactive = await meg.post(
+        "/deals",
+        json={
+            "name": "x",
+            "contact_id": c["id"],
+            "currency": "EUR",
+            "lines": [{"product_id": pid, "quantity": 1}],
+        },
+    )
+    assert inactive.status_code == 422 and "not active" in inactive.json()["errors"][0]["reason"]

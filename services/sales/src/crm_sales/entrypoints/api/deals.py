@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from crm_events.schemas.sales import DealLine, Stage
 from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput, NotFound
+from crm_runtime.eventstore import EventStore
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.commands import (
     CommandResult,
@@ -21,12 +22,14 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.repository import Repository
 from crm_sales import access
 from crm_sales.adapters import deal_view, directory
 from crm_sales.application.deals import DealHandlers
 from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
 from crm_sales.domain.deal import Deal, Terms
 from crm_sales.domain.pipeline import Pipeline
+from crm_sales.domain.product import Product
 from crm_sales.entrypoints.api.common import (
     IdempotencyKey,
     IfMatch,
@@ -209,8 +212,47 @@ def deal_out(d: Deal, spans: list[StageSpanOut] | None = None) -> dict[str, Any]
     ).model_dump(mode="json")
 
 
-def _lines(items: list[LineIn]) -> list[DealLine]:
-    return [DealLine.model_validate(i.model_dump()) for i in items]
+async def _lines(
+    store: EventStore, conn: Conn, items: list[LineIn], currency: str
+) -> list[DealLine]:
+    """Deal lines checked against the price book: a product must exist and be active; name and
+    unit price default to the product's (its price in the deal currency)."""
+    products = Repository(store, Product)
+    out = []
+    for i, item in enumerate(items):
+        name, price = item.name, item.unit_price_minor
+        if item.product_id is not None:
+            try:
+                product = await products.load(item.product_id, conn=conn)
+            except NotFound:
+                raise InvalidInput(
+                    f"lines.{i}.product_id", f"no product {item.product_id}"
+                ) from None
+            if not product.active:
+                raise InvalidInput(f"lines.{i}.product_id", "the product is not active")
+            name = name or product.name
+            if price is None:
+                price = product.prices.get(currency)
+                if price is None:
+                    raise InvalidInput(
+                        f"lines.{i}.unit_price_minor",
+                        f"the product has no {currency} price; give one",
+                    )
+        if name is None:
+            raise InvalidInput(f"lines.{i}.name", "a line without a product needs a name")
+        if price is None:
+            raise InvalidInput(
+                f"lines.{i}.unit_price_minor", "a line without a product needs a price"
+            )
+        out.append(
+            DealLine(
+                product_id=item.product_id,
+                name=name,
+                quantity=item.quantity,
+                unit_price_minor=price,
+            )
+        )
+    return out
 
 
 def _result(d: Deal, status: int = 200) -> CommandResult:
@@ -272,7 +314,7 @@ async def create_deal(
             amount_minor=body.amount_minor,
             currency=body.currency,
             expected_close=body.expected_close,
-            lines=_lines(body.lines),
+            lines=await _lines(ctx.store, conn, body.lines, body.currency),
             pipeline_id=body.pipeline_id,
             stage=body.stage,
             owner_id=owner,
@@ -436,7 +478,11 @@ async def patch_deal(
             currency=body.currency or d.currency,
             exchange_rate=d.exchange_rate,
             expected_close=body.expected_close if "expected_close" in sent else d.expected_close,
-            lines=_lines(body.lines) if body.lines is not None else d.lines,
+            lines=(
+                await _lines(ctx.store, conn, body.lines, body.currency or d.currency)
+                if body.lines is not None
+                else d.lines
+            ),
         )
         d = await handlers.change_terms(
             conn, d, terms, metadata_for(user), expected_version(if_match)

@@ -382,10 +382,16 @@ class Board(BaseModel):
 class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    product_id: str | None = Field(default=None, max_length=100)
-    name: str = Field(min_length=1, max_length=200)
+    product_id: str | None = Field(
+        default=None, max_length=100, description="a product of the price book"
+    )
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="default: the product's name"
+    )
     quantity: int = Field(ge=1, le=1_000_000)
-    unit_price_minor: int = Field(ge=0)
+    unit_price_minor: int | None = Field(
+        default=None, ge=0, description="default: the product's price in the deal currency"
+    )
 
 
 class DealCreate(BaseModel):
