@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -167,3 +168,18 @@ async def test_rs256_tokens_via_jwks(
     assert (
         await c.get("/events", headers={"Authorization": f"Bearer {none_role}"})
     ).status_code == 403
+
+
+def test_tools_find_the_database_of_a_running_make_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm_runtime.context import MissingDatabase, database_url
+
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SALES_DATABASE_URL", raising=False)
+    settings = Settings.for_service("sales")
+    with pytest.raises(MissingDatabase, match="make up"):
+        database_url(settings)
+    (tmp_path / "database_url").write_text("postgresql://postgres:@/postgres?host=/x/pg\n")
+    assert database_url(settings) == "postgresql://postgres:@/crm_sales?host=/x/pg"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
@@ -21,12 +23,22 @@ class MissingDatabase(RuntimeError):
 def database_url(settings: Settings) -> str:
     if settings.service_database_url:
         return settings.service_database_url
-    if not settings.database_url:
+    server = settings.database_url or _running_embedded()
+    if not server:
         raise MissingDatabase(
-            "DATABASE_URL is not set: start the platform with `make up` (embedded PostgreSQL), "
-            "or set DATABASE_URL=postgresql://user:pass@host:5432/postgres"
+            "DATABASE_URL is not set: start the platform with `make up` (embedded PostgreSQL) "
+            "and run this beside it, or set DATABASE_URL=postgresql://user:pass@host:5432/postgres"
         )
-    return db.with_database(settings.database_url, settings.database_name)
+    return db.with_database(server, settings.database_name)
+
+
+def _running_embedded() -> str | None:
+    """The embedded server a `make up` in this directory is running (``.crm/database_url``)."""
+    path = Path(os.environ.get("CRM_HOME", ".crm")) / "database_url"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass

@@ -26,6 +26,7 @@ from crm_runtime.services import SERVICES
 from crm_runtime.settings import Settings
 
 HOME = Path(os.environ.get("CRM_HOME", ".crm"))
+RUNNING_DATABASE_FILE = HOME / "database_url"
 MAIL_SMTP_PORT = int(os.environ.get("MAIL_SMTP_PORT", "1025"))
 MAIL_HTTP_PORT = int(os.environ.get("MAIL_HTTP_PORT", "8025"))
 BROKER_PORT = int(os.environ.get("BROKER_PORT", "9092"))
@@ -80,6 +81,8 @@ def up(*, reset: bool = False) -> int:
             _say("starting PostgreSQL (embedded, data in .crm/pg) ...")
             postgres = EmbeddedPostgres((HOME / "pg").resolve()).start()
             env["DATABASE_URL"] = postgres.url
+            # So that tools run beside (`crm-sales import`, `crm migrate`) find the database.
+            RUNNING_DATABASE_FILE.write_text(postgres.url + "\n")
         if embedded_broker:
             _say(
                 "starting the Kafka-compatible broker (embedded Tansu)"
@@ -131,6 +134,7 @@ def up(*, reset: bool = False) -> int:
         if broker:
             broker.stop()
         if postgres:
+            RUNNING_DATABASE_FILE.unlink(missing_ok=True)
             postgres.stop()
         _say("stopped.")
 
