@@ -214,7 +214,7 @@ async def test_inactive_top_account_reminds_its_owner_once_per_lapse(
 ) -> None:
     client, catcher, ctx = with_mail
     alice = Caller(client, token("sales_rep", user="alice", team="emea"))
-    await alice.put("/reps/alice", json={"email": "alice@crm.example", "team_id": "emea"})
+    await alice.put("/reps/alice", json={"email": "alice@crm.example"})
     top = (await alice.post("/accounts", json={"name": "Big Co", "tier": "top"})).json()
     small = (await alice.post("/accounts", json={"name": "Small Co"})).json()
     await alice.post(

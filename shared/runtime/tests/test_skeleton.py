@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from crm_marketing.app import create_app
 from crm_runtime.cli import main as crm
@@ -183,3 +183,27 @@ def test_tools_find_the_database_of_a_running_make_up(
         database_url(settings)
     (tmp_path / "database_url").write_text("postgresql://postgres:@/postgres?host=/x/pg\n")
     assert database_url(settings) == "postgresql://postgres:@/crm_sales?host=/x/pg"
+
+
+class _NameBody(BaseModel):
+    name: str
+
+
+async def test_malformed_json_is_a_422_on_the_body() -> None:
+    from fastapi import FastAPI
+
+    from crm_runtime.http.problems import install
+
+    app = FastAPI()
+    install(app)
+
+    @app.post("/x")
+    async def x(body: _NameBody) -> dict[str, str]:
+        return {"name": body.name}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/x", content=b'{"name": ', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    [error] = r.json()["errors"]
+    assert error["field"] == "body"
+    assert error["reason"] == "not valid JSON (at character 9): Expecting value"

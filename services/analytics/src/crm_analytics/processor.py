@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import asyncpg
@@ -36,11 +37,14 @@ async def _lettered_already(record: ConsumedRecord, consumer: str, reason: str) 
 
 def create_faust_app(settings: Settings) -> faust.App:
     configure_fetch_wait(settings.fetch_max_wait_ms)
+    datadir = os.path.join(os.environ.get("CRM_HOME", ".crm"), "analytics-data")
+    os.makedirs(datadir, exist_ok=True)
     app = faust.App(
         settings.analytics_app_id,
         broker=f"crmkafka://{settings.kafka_bootstrap_servers}",
         store="memory://",
         web_enabled=False,
+        datadir=datadir,
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
         consumer_auto_offset_reset="earliest",
@@ -130,5 +134,7 @@ def main() -> None:
     app = create_faust_app(settings)
     given = settings.log_level.lower()
     level = {"warning": "warn", "critical": "crit"}.get(given, given)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", level]
+    # --without-web: the CLI default would open a web server on 0.0.0.0:6066 whatever the app
+    # config says; the worker needs none.
+    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     app.main()

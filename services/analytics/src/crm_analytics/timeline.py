@@ -32,6 +32,25 @@ SUMMARIES: dict[str, Summariser] = {
     "crm.sales.deal.lost": lambda d: f"Deal lost: {d['reason']}",
     "crm.sales.activity.logged": lambda d: f"{d['kind'].title()} logged: {d['subject']}",
     "crm.sales.task.created": lambda d: f"Task created: {d['title']}",
+    "crm.sales.contact.created": lambda d: (
+        "Contact created: "
+        + " ".join(p for p in (d["details"].get("first_name"), d["details"].get("last_name")) if p)
+    ),
+    "crm.sales.account.created": lambda d: f"Account created: {d['details'].get('name')}",
+    "crm.sales.quote.sent": lambda d: (
+        f"Quote sent (revision {d['revision']}, {_money(d['total_minor'], d['currency'])})"
+    ),
+    "crm.sales.invoice.issued": lambda d: (
+        f"Invoice {d['invoice_number']} issued"
+        f" ({_money(d['totals']['total_minor'], d['currency'])})"
+    ),
+    "crm.sales.invoice.payment_received": lambda d: (
+        f"Payment of {_money(d['amount_minor'], d['currency'])} received"
+        f" ({_money(d['balance_minor'], d['currency'])} still due)"
+    ),
+    "crm.sales.invoice.paid": lambda d: (
+        f"Invoice paid in full ({_money(d['paid_minor'], d['currency'])})"
+    ),
     "crm.sales.account.inactivity_flagged": lambda d: (
         f"No activity for {d['days_without_activity']} days; the owner was reminded"
     ),
@@ -48,7 +67,10 @@ def _money(amount_minor: int, currency: str) -> str:
 def summarise(event: CloudEvent) -> str:
     fn = SUMMARIES.get(event.type)
     if fn is not None:
-        return fn(event.data)
+        try:
+            return fn(event.data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # an unexpected shape never stops the projection; the generic summary stands
     spec = next((s for s in registry.specs() if s.type == event.type), None)
     return spec.summary.rstrip(".") if spec and spec.summary else event.type
 
@@ -58,7 +80,8 @@ def link(event: CloudEvent) -> str | None:
     kind, _, ident = event.streamid.partition("-")
     if not ident:
         return None
-    return f"{event.context}:/{kind}s/{ident}"
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+    return f"{event.context}:/{plural}/{ident}"
 
 
 class TimelineProjection:

@@ -34,8 +34,8 @@ def can_read(user: Principal, kind: Kind, owner_id: str | None, team_id: str | N
         return True
     if not user.roles.intersection(SALES):
         return False
-    if kind == "lead" and owner_id is None and "sales_manager" in user.roles:
-        return True  # the queue of unassigned leads is the managers' to hand out
+    if owner_id is None and team_id is None and "sales_manager" in user.roles:
+        return True  # unassigned records (the lead queue, imports) are the managers' to hand out
     return owner_id == user.user_id or _team_match(user, team_id)
 
 

@@ -138,7 +138,17 @@ def create_service_app(
                 await hook(ctx)
             await ctx.close()
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        responses={  # every operation may answer these, as RFC 9457 problems
+            401: {"description": "no valid bearer token (problem+json)"},
+            403: {"description": "the caller lacks the role or may not touch this record"},
+            422: {"description": "invalid input: `errors` names each field and the reason"},
+        },
+    )
     problems.install(app)
 
     app.add_middleware(CorrelationMiddleware)

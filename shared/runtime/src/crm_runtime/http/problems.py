@@ -48,17 +48,24 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _error(e: dict[str, Any]) -> dict[str, str]:
+    loc = tuple(e.get("loc", ()))
+    if e.get("type") == "json_invalid":  # loc is (body, <character offset>)
+        offset = loc[1] if len(loc) > 1 else "?"
+        why = e.get("ctx", {}).get("error", "")
+        reason = f"not valid JSON (at character {offset})" + (f": {why}" if why else "")
+        return {"field": "body", "in": "body", "reason": reason}
+    return {
+        "field": _field(loc),
+        "in": str(loc[0]) if loc else "body",
+        "reason": e.get("msg", "invalid"),
+    }
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": _field(tuple(e.get("loc", ()))),
-                "in": str(e.get("loc", ("body",))[0]),
-                "reason": e.get("msg", "invalid"),
-            }
-            for e in exc.errors()
-        ]
+        errors = [_error(e) for e in exc.errors()]
         summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem(422, f"invalid request: {summary}", errors=errors)
 

@@ -207,7 +207,7 @@ def deal_out(d: Deal, spans: list[StageSpanOut] | None = None) -> dict[str, Any]
         source=d.source,
         lines=[LineIn.model_validate(line.model_dump()) for line in d.lines],
         close_reason=d.close_reason,
-        stage_history=spans or [],
+        stage_history=spans,
         version=d.version,
     ).model_dump(mode="json")
 

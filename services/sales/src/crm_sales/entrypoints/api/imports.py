@@ -64,9 +64,9 @@ class ImportReportOut(BaseModel):
 
 
 _CONTACTS_CSV = (
-    "first_name,last_name,email,phone,title,tags,address.city,address.country,custom.plan\n"
-    "Ada,Lovelace,ada@example.com,+44 20 7946 0000,CTO,vip;newsletter,London,GB,gold\n"
-    "Grace,,grace@example,+1 555 0100,,,,,\n"
+    "first_name,last_name,email,phone,title,tags,address.city,address.country\n"
+    "Ada,Lovelace,ada@example.com,+44 20 7946 0000,CTO,vip;newsletter,London,GB\n"
+    "Grace,,grace@example,+1 555 0100,,,,\n"
 )
 _LEADS_CSV = (
     "name,email,phone,company,source_detail,region\n"

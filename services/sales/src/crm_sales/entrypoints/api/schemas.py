@@ -6,7 +6,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from crm_events.schemas.sales import AccountDetails, AccountTier, ContactDetails, LeadSource
 from crm_sales.domain.lead import Lead, LeadStatus
@@ -204,6 +213,19 @@ class ContactCreate(ContactFields):
 
     last_name: ShortText
     owner_id: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_email_and_phone(cls, data: Any) -> Any:
+        """Accept ``email`` / ``phone`` (as on leads) as the first of ``emails`` / ``phones``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for one, many in (("email", "emails"), ("phone", "phones")):
+                if one in data:
+                    value = data.pop(one)
+                    rest = data.get(many) or []
+                    data[many] = ([value] if value is not None else []) + list(rest)
+        return data
 
 
 class AccountFields(BaseModel):
@@ -478,7 +500,9 @@ class DealPublic(BaseModel):
     source: str | None
     lines: list[LineIn]
     close_reason: str | None
-    stage_history: list[StageSpanOut] = []
+    stage_history: list[StageSpanOut] | None = Field(
+        default=None, description="time in each stage; on GET /deals/{id} (not on commands)"
+    )
     version: int
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from crm_events.envelope import encode_time
 from crm_events.schemas.sales import About, AssignmentRule
 from crm_runtime.db import Conn
 from crm_runtime.errors import Forbidden, InvalidInput, NotFound
@@ -135,6 +136,14 @@ async def put_rep(
     handlers = RepHandlers(ctx.store)
 
     async def command(conn: Conn) -> CommandResult:
+        if not user.has("sales_manager"):  # a rep keeps its e-mail current, nothing else
+            current = await handlers.load_or_new(conn, user_id)
+            routing = (body.team_id, sorted(set(body.regions)), sorted(set(body.product_lines)))
+            if routing != (current.team_id, current.regions, current.product_lines):
+                raise Forbidden(
+                    "a rep may change its own e-mail; team, regions and product lines decide "
+                    "routing and are set by a sales manager"
+                )
         rep = await handlers.set_profile(
             conn,
             user_id,
@@ -415,7 +424,7 @@ def task_out(t: Task) -> dict[str, Any]:
         "id": t.id,
         "title": t.title,
         "notes": t.notes,
-        "due_at": t.due_at.isoformat() if t.due_at else None,
+        "due_at": encode_time(t.due_at) if t.due_at else None,
         "assignee_id": t.assignee_id,
         "team_id": t.team_id,
         "priority": t.priority,
