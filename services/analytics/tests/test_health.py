@@ -42,3 +42,19 @@ def test_always_between_0_and_100(
     if overdue:
         better = health(NOW, last, open_deals, won, lost, 0)
         assert better.score >= h.score
+
+
+def test_links_name_the_source_record() -> None:
+    import uuid
+
+    from crm_analytics.timeline import link
+    from crm_events import CloudEvent
+
+    def event(stream: str) -> CloudEvent:
+        return CloudEvent(
+            id=uuid.uuid4(), source="/crm/sales", type="crm.sales.activity.logged", time=NOW,
+            streamid=stream, streamversion=1, schemaversion=1, data={},
+        )  # fmt: skip
+
+    assert link(event("activity-42")) == "sales:/activities/42"
+    assert link(event("deal-7")) == "sales:/deals/7"

@@ -262,3 +262,13 @@ async def test_who_reads_and_changes_contacts(as_user: Callable[..., Caller]) ->
     assert (
         await alice.post("/contacts", json={"last_name": "x", "owner_id": "bob"})
     ).status_code == 403
+
+
+async def test_email_and_phone_shorthands_on_contacts(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice")
+    r = await alice.post(
+        "/contacts",
+        json={"last_name": "L", "email": "A@X.org", "phone": "+1 555 0100", "emails": ["b@x.org"]},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["emails"] == ["a@x.org", "b@x.org"] and r.json()["phones"] == ["+1 555 0100"]

@@ -93,6 +93,19 @@ async def test_rules_route_leads_by_region_and_product_then_least_open_work(
     assert (
         await alice.post("/reps/bob/availability", json={"available": False})
     ).status_code == 403
+    # a rep keeps its e-mail current but does not route work to itself
+    mine = await alice.put(
+        "/reps/alice",
+        json={
+            "email": "alice@crm.example",
+            "team_id": "emea",
+            "regions": ["EMEA"],
+            "product_lines": ["analytics"],
+        },
+    )
+    assert mine.status_code == 200 and mine.json()["email"] == "alice@crm.example"
+    grab = await alice.put("/reps/alice", json={"team_id": "us", "regions": ["US"]})
+    assert grab.status_code == 403 and "sales manager" in grab.json()["detail"]
     bad = await meg.put(
         "/assignment-rules", json={"rules": [{"rule_id": "Bad Id!", "applies_to": []}]}
     )
