@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crm_analytics.entrypoints import timeline_api
+from crm_analytics.entrypoints import sales_api, timeline_api
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
 
@@ -14,6 +14,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings.for_service("analytics"),
         title="CRM Analytics",
         description="The customer timeline every department sees, and the analytical CRM.",
-        routers=[timeline_api.router],
+        routers=[timeline_api.router, sales_api.router],
         migrations=["crm_analytics"],
     )

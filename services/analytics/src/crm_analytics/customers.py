@@ -86,17 +86,26 @@ async def _contact(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
     await conn.execute(
         "UPDATE customers SET kind = 'contact', first_name = $2, last_name = $3,"
         " display_name = concat_ws(' ', $2::text, $3::text), owner_id = $4, team_id = $5,"
-        " updated_at = $6 WHERE customer_id = $1",
+        " updated_at = $6, region = $7 WHERE customer_id = $1",
         c,
         det.get("first_name"),
         det.get("last_name"),
         d.get("owner_id"),
         d.get("team_id"),
         at,
+        det.get("region"),
     )
 
 
+async def _region(conn: Conn, c: str, d: dict[str, Any]) -> None:
+    if "region" in d["changed"]:
+        await conn.execute(
+            "UPDATE customers SET region = $2 WHERE customer_id = $1", c, d["values"].get("region")
+        )
+
+
 async def _contact_updated(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
+    await _region(conn, c, d)
     changed = set(d["changed"])
     if not changed & {"first_name", "last_name"}:
         return
@@ -124,17 +133,19 @@ async def _account(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
     det = d["details"]
     await conn.execute(
         "UPDATE customers SET kind = 'account', display_name = $2, tier = $3, owner_id = $4,"
-        " team_id = $5, updated_at = $6 WHERE customer_id = $1",
+        " team_id = $5, updated_at = $6, region = $7 WHERE customer_id = $1",
         c,
         det.get("name"),
         det.get("tier") or "standard",
         d.get("owner_id"),
         d.get("team_id"),
         at,
+        det.get("region"),
     )
 
 
 async def _account_updated(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
+    await _region(conn, c, d)
     values, changed = d["values"], set(d["changed"])
     if "name" in changed:
         await conn.execute(

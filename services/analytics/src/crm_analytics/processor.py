@@ -12,6 +12,7 @@ import faust
 
 from crm_analytics.customers import CustomerProfileProjection
 from crm_analytics.faust_transport import configure_fetch_wait
+from crm_analytics.sales import SalesAnalyticsProjection
 from crm_analytics.timeline import TimelineProjection
 from crm_events import context_topic
 from crm_runtime import kafka
@@ -75,6 +76,7 @@ def create_faust_app(settings: Settings) -> faust.App:
                     EventProcessor(ctx.pool, TimelineProjection(), letters),
                     # a poison record is dead-lettered once, by the first projection
                     EventProcessor(ctx.pool, CustomerProfileProjection(), _lettered_already),
+                    EventProcessor(ctx.pool, SalesAnalyticsProjection(), _lettered_already),
                 ]
         procs: list[EventProcessor] = state["processors"]
         return procs
