@@ -154,3 +154,7 @@ async def test_pipeline_forecast_win_rate_and_stages(
     assert st["demo"]["avg_days_in_stage"] == 12.0  # 2026-01-20 -> 2026-02-01
     rep = {"Authorization": f"Bearer {token('sales_rep')}"}
     assert (await client.get("/analytics/sales/pipeline", headers=rep)).status_code == 403
+
+    cov = (await client.get("/analytics/sales/coverage?untouched_days=30", headers=h)).json()
+    assert cov["owners"] == [{"owner": "(unassigned)", "accounts": 1, "untouched": 1}]
+    assert [x["customer_id"] for x in cov["untouched_accounts"]] == [b]

@@ -4,7 +4,7 @@ length, time in stage and stage conversion)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -311,3 +311,37 @@ async def stages(conn: Conn, pipeline_id: str) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+async def coverage(conn: Conn, now: datetime, untouched_days: int) -> dict[str, Any]:
+    """Accounts per owner, and the ones nobody touched for ``untouched_days`` (or ever)."""
+    cutoff = now - timedelta(days=untouched_days)
+    rows = await conn.fetch(
+        """
+        SELECT coalesce(owner_id, '(unassigned)') AS owner,
+               count(*) AS accounts,
+               count(*) FILTER (WHERE last_touch_at IS NULL OR last_touch_at < $1) AS untouched
+        FROM customers WHERE kind = 'account'
+        GROUP BY 1 ORDER BY 1
+        """,
+        cutoff,
+    )
+    quiet = await conn.fetch(
+        """
+        SELECT customer_id, display_name, owner_id, tier, last_touch_at FROM customers
+        WHERE kind = 'account' AND (last_touch_at IS NULL OR last_touch_at < $1)
+        ORDER BY last_touch_at NULLS FIRST, customer_id LIMIT 200
+        """,
+        cutoff,
+    )
+    return {
+        "untouched_days": untouched_days,
+        "owners": [dict(r) for r in rows],
+        "untouched_accounts": [
+            {
+                **dict(r),
+                "last_touch_at": r["last_touch_at"].isoformat() if r["last_touch_at"] else None,
+            }
+            for r in quiet
+        ],
+    }

@@ -66,3 +66,15 @@ async def win_rate(
 async def stages(ctx: CtxDep, _: Analyst, pipeline_id: str = "default") -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
         return {"pipeline_id": pipeline_id, "stages": await sales.stages(conn, pipeline_id)}
+
+
+@router.get(
+    "/coverage", summary="Accounts per owner, and accounts nobody touched for N days (or ever)"
+)
+async def coverage(
+    ctx: CtxDep,
+    _: Analyst,
+    untouched_days: Annotated[int, Query(ge=1, le=3650)] = 30,
+) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        return await sales.coverage(conn, datetime.now(UTC), untouched_days)
