@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from crm_analytics import lag
 from crm_analytics.entrypoints import sales_api, timeline_api
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
@@ -16,4 +17,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The customer timeline every department sees, and the analytical CRM.",
         routers=[timeline_api.router, sales_api.router],
         migrations=["crm_analytics"],
+        on_start=[lag.start],
+        on_stop=[lag.stop],
     )
