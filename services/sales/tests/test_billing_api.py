@@ -401,10 +401,30 @@ async def test_sending_needs_a_contact_with_an_address(alice: Caller) -> None:
     assert "no e-mail address" in p["detail"] and p["contact_id"] == c["id"]
     empty = await ok(await alice.post("/quotes", json={"deal_id": d["id"], "lines": []}), 201)
     assert "no lines" in problem(await alice.post(f"/quotes/{empty['id']}/send"), 409)["detail"]
-    other = await contact(alice, email="bea@example.com")
-    moved = await ok(await alice.patch(f"/quotes/{q['id']}", json={"contact_id": other["id"]}))
-    assert moved["contact_id"] == other["id"]
-    assert (await ok(await alice.post(f"/quotes/{q['id']}/send")))["status"] == "sent"
+    # a quote goes only to the deal's people: a stranger is refused, a colleague at the
+    # deal's account is fine
+    stranger = await contact(alice, email="bea@example.com")
+    refused = problem(
+        await alice.patch(f"/quotes/{q['id']}", json={"contact_id": stranger["id"]}), 422
+    )
+    assert refused["errors"][0]["field"] == "contact_id"
+    acct = await ok(await alice.post("/accounts", json={"name": "Engines"}), 201)
+    d2 = await deal(alice, c["id"], account_id=acct["id"])
+    q2 = await quote(alice, d2["id"])
+    colleague = await ok(
+        await alice.post(
+            "/contacts",
+            json={
+                "last_name": "Colleague",
+                "emails": ["col@example.com"],
+                "account_id": acct["id"],
+            },
+        ),
+        201,
+    )
+    moved = await ok(await alice.patch(f"/quotes/{q2['id']}", json={"contact_id": colleague["id"]}))
+    assert moved["contact_id"] == colleague["id"]
+    assert (await ok(await alice.post(f"/quotes/{q2['id']}/send")))["status"] == "sent"
 
 
 async def test_reject_revise_and_accept(alice: Caller, catcher: MailCatcher) -> None:

@@ -474,3 +474,14 @@ def test_an_invoice_is_issued_once_from_a_quote_with_lines() -> None:
     [event] = Invoice.issue("i", "INV-1", given_events(Quote, "q-1", sent()), TODAY).pending
     assert isinstance(event, InvoiceIssued) and event.quote_revision == 1
     assert event.contact_id == "contact-1" and event.due_date == date(2026, 4, 9)
+
+
+def test_a_zero_total_invoice_is_settled_as_it_is_issued() -> None:
+    free = Quote.draft("q-0", "Q-2026-000002", DEAL, "EUR", TERMS, [seat(discount="100")], TODAY)
+    events = history_of(free)
+    q = given_events(Quote, "q-0", events)
+    q.send("contact-1", "<m0@x>", NOW)
+    q = given_events(Quote, "q-0", events + history_of(q))
+    inv = Invoice.issue("i0", "INV-2026-000009", q, TODAY)
+    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.is_open
+    assert [type(e).__name__ for e in inv.pending] == ["InvoiceIssued", "InvoicePaid"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -272,3 +273,43 @@ async def test_email_and_phone_shorthands_on_contacts(as_user: Callable[..., Cal
     )
     assert r.status_code == 201, r.text
     assert r.json()["emails"] == ["a@x.org", "b@x.org"] and r.json()["phones"] == ["+1 555 0100"]
+
+
+async def test_merge_chains_and_big_merges(as_user: Callable[..., Caller]) -> None:
+    alice = as_user("sales_rep", user="alice")
+
+    async def make(name: str, emails: list[str]) -> dict[str, Any]:
+        r = await alice.post("/contacts", json={"last_name": name, "emails": emails})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    a = await make("A", ["a@x.org"])
+    b = await make("B", ["b@x.org"])
+    c = await make("C", ["c@x.org"])
+    m1 = (await alice.post(f"/contacts/{a['id']}/merge", json={"merged_id": b["id"]})).json()
+    await alice.post(f"/contacts/{c['id']}/merge", json={"merged_id": a["id"]})
+    # A was merged into C since: undoing A's own merge first would leave b@ on C and on B
+    inner = await alice.post(f"/contacts/{a['id']}/merges/{m1['merge_id']}/undo")
+    assert inner.status_code == 409 and inner.json()["survivor_id"] == c["id"]
+    assert (await alice.patch(f"/contacts/{c['id']}", json={"title": "CEO"})).status_code == 200
+    # a merge may hold more than one request may send (6 + 6 e-mails)
+    x = await make("X", [f"x{i}@x.org" for i in range(6)])
+    y = await make("Y", [f"y{i}@x.org" for i in range(6)])
+    big = await alice.post(f"/contacts/{x['id']}/merge", json={"merged_id": y["id"]})
+    assert big.status_code == 200, big.text
+    assert len(big.json()["survivor"]["emails"]) == 12
+    assert (await alice.get(f"/contacts/{x['id']}")).status_code == 200
+
+
+async def test_an_address_the_survivor_dropped_is_free_again(
+    as_user: Callable[..., Caller],
+) -> None:
+    alice = as_user("sales_rep", user="alice")
+    a = (await alice.post("/contacts", json={"last_name": "A", "emails": ["a@x.org"]})).json()
+    b = (await alice.post("/contacts", json={"last_name": "B", "emails": ["b@x.org"]})).json()
+    await alice.post(f"/contacts/{a['id']}/merge", json={"merged_id": b["id"]})
+    held = await alice.post("/contacts", json={"last_name": "D", "emails": ["b@x.org"]})
+    assert held.status_code == 409 and held.json()["existing_id"] == a["id"]
+    await alice.patch(f"/contacts/{a['id']}", json={"emails": ["a@x.org"]})
+    free = await alice.post("/contacts", json={"last_name": "D", "emails": ["b@x.org"]})
+    assert free.status_code == 201, free.text

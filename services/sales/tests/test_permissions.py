@@ -106,3 +106,26 @@ async def test_lists_show_only_what_the_caller_may_read(
         if contacts.status_code == 200:
             seen = {i["id"] for i in contacts.json()["items"]}
             assert (records["contact"] in seen) == (name in DIRECTORY_READERS), name
+
+
+async def test_no_attaching_work_to_records_one_may_not_read(
+    as_user: Callable[..., Caller], records: dict[str, str]
+) -> None:
+    carol = as_user("sales_rep", user="carol", team="apac")
+    pat = as_user("sales_manager", user="pat", team="apac")
+    meg = as_user("sales_manager", user="meg", team="emea")
+    body = {"name": "x", "currency": "EUR", "contact_id": records["contact"]}
+    assert (await carol.post("/deals", json=body)).status_code == 403
+    body = {"name": "x", "currency": "EUR", "account_id": records["account"]}
+    assert (await carol.post("/deals", json=body)).status_code == 403
+    lead = (await carol.post("/leads", json={"name": "Carol's lead"})).json()
+    onto = await carol.post(f"/leads/{lead['id']}/convert", json={"contact_id": records["contact"]})
+    assert onto.status_code == 403
+    for_bob = await carol.post(f"/leads/{lead['id']}/convert", json={"owner_id": "bob"})
+    assert for_bob.status_code == 403
+    # a team's unassigned lead is that team's managers' queue, not every manager's
+    queued = (await meg.post("/leads", json={"name": "Emea queue", "email": "q@x.org"})).json()
+    assert queued["owner_id"] is None and queued["team_id"] == "emea"
+    assert (await pat.get(f"/leads/{queued['id']}")).status_code == 403
+    assert queued["id"] not in {i["id"] for i in (await pat.get("/leads")).json()["items"]}
+    assert queued["id"] in {i["id"] for i in (await meg.get("/leads")).json()["items"]}

@@ -34,19 +34,36 @@ async def _merged_into(conn: Conn, table: str, record_id: str, survivor: str) ->
     return await _resolve(conn, table, record_id) == survivor
 
 
+async def _holder(conn: Conn, table: str, record_id: str, value: str) -> str | None:
+    """Who holds an e-mail today: the contact, or the survivor it was merged into — but only if
+    that survivor still has it (a survivor may drop an address it took over)."""
+    survivor = await _resolve(conn, table, record_id)
+    if survivor == record_id:
+        return survivor
+    held = await conn.fetchval(
+        "SELECT details->'emails' ? $2 FROM contacts WHERE contact_id = $1", survivor, value
+    )
+    return survivor if held else None
+
+
 async def find_contact_by_emails(conn: Conn, emails: list[str]) -> str | None:
     if not emails:
         return None
-    row = await conn.fetchval(
-        "SELECT contact_id FROM contact_emails WHERE email = ANY($1::text[]) LIMIT 1", emails
+    rows = await conn.fetch(
+        "SELECT email, contact_id FROM contact_emails WHERE email = ANY($1::text[])", emails
     )
-    return await _resolve(conn, "contacts", str(row)) if row is not None else None
+    for r in rows:
+        holder = await _holder(conn, "contacts", r["contact_id"], r["email"])
+        if holder is not None:
+            return holder
+    return None
 
 
 async def find_account_by_domain(conn: Conn, domain: str | None) -> str | None:
     if not domain:
         return None
     row = await conn.fetchval("SELECT account_id FROM account_domains WHERE domain = $1", domain)
+    # a merged account's domain still names the same company: it resolves to the survivor
     return await _resolve(conn, "accounts", str(row)) if row is not None else None
 
 
@@ -85,7 +102,13 @@ async def sync_emails(conn: Conn, contact: Contact) -> None:
             contact.id,
         )
         if owner != contact.id and not await _merged_into(conn, "contacts", owner, contact.id):
-            raise duplicate_contact(await _resolve(conn, "contacts", str(owner)))
+            holder = await _holder(conn, "contacts", str(owner), email)
+            if holder is not None:
+                raise duplicate_contact(holder)
+            # held by a merged record whose survivor dropped it since: free to take
+            await conn.execute(
+                "UPDATE contact_emails SET contact_id = $2 WHERE email = $1", email, contact.id
+            )
 
 
 async def sync_domain(conn: Conn, account: Account) -> None:

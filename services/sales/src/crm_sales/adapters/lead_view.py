@@ -62,7 +62,7 @@ async def list_leads(
           AND ($4::text IS NULL OR source = $4)
           AND ($5::text IS NULL OR owner_id = $5)
           AND ($7::bool OR owner_id = $8 OR ($9::text IS NOT NULL AND team_id = $9)
-               OR ($10::bool AND owner_id IS NULL))
+               OR ($10::bool AND owner_id IS NULL AND team_id IS NULL))
         ORDER BY created_at DESC, lead_id DESC
         LIMIT $6
         """,

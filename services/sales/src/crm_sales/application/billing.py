@@ -255,7 +255,9 @@ class BillingHandlers:
         if not free:
             raise Conflict(f"quote {quote_id} is being e-mailed right now; try again in a moment")
 
-    async def _contact_for(self, conn: Conn, contact_id: str, field: str) -> Contact:
+    async def _contact_for(
+        self, conn: Conn, contact_id: str, field: str, deal_id: str | None = None
+    ) -> Contact:
         try:
             contact = await self.contacts.load(contact_id, conn=conn)
         except NotFound:
@@ -264,6 +266,16 @@ class BillingHandlers:
             if contact.merged_into is None:
                 break
             contact = await self.contacts.load(contact.merged_into, conn=conn)
+        if deal_id is not None:
+            # A quote goes to the deal's people only: its contact, or a contact of its account.
+            deal = await self.deals.load(deal_id, conn=conn)
+            ours = contact.id == deal.contact_id or (
+                deal.account_id is not None and contact.details.get("account_id") == deal.account_id
+            )
+            if not ours:
+                raise InvalidInput(
+                    field, "a quote goes to the deal's contact or a contact of the deal's account"
+                )
         return contact
 
     async def draft_quote(
@@ -284,7 +296,7 @@ class BillingHandlers:
             raise Conflict(f"deal {deal.id} was lost; a lost deal gets no quotes")
         cur = currency or deal.currency
         if contact_id is not None:
-            contact_id = (await self._contact_for(conn, contact_id, "contact_id")).id
+            contact_id = (await self._contact_for(conn, contact_id, "contact_id", deal.id)).id
         today = self.today()
         terms = QuoteTerms(
             title=title or deal.name,
@@ -347,7 +359,7 @@ class BillingHandlers:
             values = {
                 **values,
                 "contact_id": (
-                    await self._contact_for(conn, values["contact_id"], "contact_id")
+                    await self._contact_for(conn, values["contact_id"], "contact_id", quote.deal_id)
                 ).id,
             }
         quote.update(values, self.today())
@@ -387,7 +399,7 @@ class BillingHandlers:
             valid_until = today + timedelta(days=DEFAULT_VALIDITY_DAYS)
         contact_id = values.get("contact_id", current.contact_id)
         if "contact_id" in values and contact_id is not None:
-            contact_id = (await self._contact_for(conn, contact_id, "contact_id")).id
+            contact_id = (await self._contact_for(conn, contact_id, "contact_id", quote.deal_id)).id
         terms = QuoteTerms(
             title=values.get("title") or current.title,
             contact_id=contact_id,
@@ -459,7 +471,9 @@ class BillingHandlers:
             raise InvalidInput(
                 "contact_id", "the quote has no contact; name the contact to send it to"
             )
-        contact = await self._contact_for(conn, to_id, "contact_id")
+        contact = await self._contact_for(
+            conn, to_id, "contact_id", quote.deal_id if contact_id else None
+        )
         if not contact.emails:
             raise Conflict(
                 f"contact {contact.id} has no e-mail address; add one to send the quote",

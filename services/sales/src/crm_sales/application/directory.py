@@ -5,6 +5,7 @@ are written in it, so a 409 leaves nothing behind."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from crm_events.schemas.sales import AccountDetails, ContactDetails
@@ -71,8 +72,11 @@ class ContactHandlers:
         fields: list[str],
         meta: Metadata,
         expected: int | None,
+        authorize: Callable[[Contact], None] | None = None,
     ) -> Contact:
         contact = await self.contacts.load(contact_id, conn=conn)
+        if authorize is not None:  # on the state this transaction changes, not an earlier read
+            authorize(contact)
         check_version(expected, contact.version)
         if "custom_fields" in fields:
             defs = await custom_fields(self.contacts.store, conn, "contact")
@@ -166,8 +170,11 @@ class AccountHandlers:
         fields: list[str],
         meta: Metadata,
         expected: int | None,
+        authorize: Callable[[Account], None] | None = None,
     ) -> Account:
         account = await self.accounts.load(account_id, conn=conn)
+        if authorize is not None:
+            authorize(account)
         check_version(expected, account.version)
         if "custom_fields" in fields:
             defs = await custom_fields(self.accounts.store, conn, "account")

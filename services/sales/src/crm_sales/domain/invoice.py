@@ -14,7 +14,7 @@ credit note, for whoever settles refunds. A void invoice takes no more payments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from crm_events.schemas.sales_billing import (
@@ -123,6 +123,15 @@ class Invoice(Aggregate):
                 payment_terms_days=rev.payment_terms_days,
             )
         )
+        if rev.totals.total_minor == 0:  # nothing to pay: settled as it is issued
+            invoice.record(
+                InvoicePaid(
+                    invoice_id=invoice_id,
+                    paid_minor=0,
+                    currency=quote.currency,
+                    paid_at=datetime.combine(issue_date, time.min, tzinfo=UTC),
+                )
+            )
         return invoice
 
     def pay(

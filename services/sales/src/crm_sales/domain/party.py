@@ -72,6 +72,12 @@ class Party(Aggregate):
 
     def undo_check(self, merge_id: str) -> str:
         """The id of the record that ``merge_id`` merged into this one."""
+        if self.merged_into is not None:
+            raise DomainError(
+                f"this {self.kind} was itself merged into {self.merged_into} since; undo that "
+                "merge first",
+                survivor_id=self.merged_into,
+            )
         if merge_id not in self.merges:
             raise DomainError(f"merge {merge_id} is not an active merge into this {self.kind}")
         return self.merges[merge_id][0]

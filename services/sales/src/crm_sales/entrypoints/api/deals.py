@@ -292,6 +292,7 @@ async def create_deal(
                     "account_id", f"account {body.account_id} does not exist"
                 ) from None
             ensure_not_merged(account)
+            access.check_read(user, "account", account.owner_id, account.team_id)
             customer_id = account.customer_id
             region = account.details.get("region")
         if body.contact_id:
@@ -302,6 +303,7 @@ async def create_deal(
                     "contact_id", f"contact {body.contact_id} does not exist"
                 ) from None
             ensure_not_merged(contact)
+            access.check_read(user, "contact", contact.owner_id, contact.team_id)
             customer_id = contact.customer_id  # the person is the customer on the timeline
             region = region or contact.details.get("region")
         if customer_id is None:  # pragma: no cover - checked before the transaction

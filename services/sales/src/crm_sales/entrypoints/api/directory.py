@@ -222,7 +222,13 @@ async def patch_contact(
 
     async def command(conn: Conn) -> CommandResult:
         updated = await handlers.update(
-            conn, contact_id, body.details(), fields, metadata_for(user), expected_version(if_match)
+            conn,
+            contact_id,
+            body.details(),
+            fields,
+            metadata_for(user),
+            expected_version(if_match),
+            authorize=lambda c: access.check_change(user, "contact", c.owner_id, c.team_id),
         )
         return _result(contact_out(updated), updated.version, f"/contacts/{contact_id}")
 
@@ -406,7 +412,13 @@ async def patch_account(
 
     async def command(conn: Conn) -> CommandResult:
         updated = await handlers.update(
-            conn, account_id, body.details(), fields, metadata_for(user), expected_version(if_match)
+            conn,
+            account_id,
+            body.details(),
+            fields,
+            metadata_for(user),
+            expected_version(if_match),
+            authorize=lambda a: access.check_change(user, "account", a.owner_id, a.team_id),
         )
         return _result(account_out(updated), updated.version, f"/accounts/{account_id}")
 

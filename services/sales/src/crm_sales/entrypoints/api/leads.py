@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
@@ -227,6 +228,8 @@ async def convert(
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
     _changeable(user, await _existing(handlers, lead_id))
+    if body.owner_id not in (None, user.user_id) and not user.has("sales_manager"):
+        raise Forbidden("a sales rep converts leads for itself; a manager assigns them")
     cmd = ConvertLead(
         lead_id=lead_id,
         expected_version=expected_version(if_match),
@@ -241,6 +244,7 @@ async def convert(
     )
 
     async def command(conn: Conn) -> CommandResult:
+        await _check_attached(conn, ctx, user, body.contact_id, body.account_id)
         done = await convert_lead(
             conn,
             cmd,
@@ -285,3 +289,17 @@ async def assign_lead(
         return _lead_response(lead)
 
     return await run_command(ctx, user, None, None, command)
+
+
+async def _check_attached(
+    conn: Conn, ctx: Any, user: Principal, contact_id: str | None, account_id: str | None
+) -> None:
+    """Converting onto an existing contact or account needs the right to read it."""
+    if contact_id is not None:
+        with contextlib.suppress(NotFound):  # a missing one is reported by the command
+            c = await ContactHandlers(ctx.store).contacts.load(contact_id, conn=conn)
+            access.check_read(user, "contact", c.owner_id, c.team_id)
+    if account_id is not None:
+        with contextlib.suppress(NotFound):
+            a = await AccountHandlers(ctx.store).accounts.load(account_id, conn=conn)
+            access.check_read(user, "account", a.owner_id, a.team_id)

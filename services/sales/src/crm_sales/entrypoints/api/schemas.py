@@ -299,16 +299,46 @@ class PartyPublic(BaseModel):
     version: int
 
 
-class ContactPublic(PartyPublic, ContactFields):
+Scalar = StrictBool | StrictInt | float | str
+
+
+class ContactPublic(PartyPublic):
+    """A contact as stored (no input limits: a merge may hold more than one request may send)."""
+
     model_config = ConfigDict(extra="ignore")
 
+    first_name: str | None = None
+    last_name: str | None = None
+    emails: list[str] | None = None
+    phones: list[str] | None = None
+    title: str | None = None
+    account_id: str | None = None
+    address: dict[str, str | None] | None = None
+    region: str | None = None
+    industry: str | None = None
+    social_profiles: list[str] | None = None
+    tags: list[str] | None = None
+    custom_fields: dict[str, Scalar] | None = None
     display_name: str
     lead_id: str | None
 
 
-class AccountPublic(PartyPublic, AccountFields):
+class AccountPublic(PartyPublic):
+    """An account as stored."""
+
     model_config = ConfigDict(extra="ignore")
 
+    name: str | None = None
+    domain: str | None = None
+    website: str | None = None
+    phones: list[str] | None = None
+    industry: str | None = None
+    region: str | None = None
+    tier: AccountTier | None = None
+    address: dict[str, str | None] | None = None
+    social_profiles: list[str] | None = None
+    tags: list[str] | None = None
+    custom_fields: dict[str, Scalar] | None = None
     lead_id: str | None
 
 
