@@ -13,7 +13,7 @@ from crm_events.schemas.sales import (
 )
 from crm_runtime.aggregate import applies
 from crm_runtime.errors import DomainError
-from crm_sales.domain.party import Party
+from crm_sales.domain.party import Party, PartyEvents
 
 
 def normalise_email(email: str) -> str:
@@ -23,6 +23,14 @@ def normalise_email(email: str) -> str:
 class Contact(Party):
     stream_type = "contact"
     kind = "contact"
+    events = PartyEvents(
+        details=ContactDetails,
+        updated=ContactUpdated,
+        reassigned=ContactReassigned,
+        merged=ContactMerged,
+        merged_into=ContactMergedInto,
+        merge_undone=ContactMergeUndone,
+    )
 
     @property
     def display_name(self) -> str:
@@ -77,50 +85,6 @@ class Contact(Party):
             self.record(ContactUpdated(contact_id=self.id, changed=changed, values=values))
         return changed
 
-    def reassign(self, owner_id: str | None, team_id: str | None) -> None:
-        self.ensure_active()
-        if (owner_id, team_id) != (self.owner_id, self.team_id):
-            self.record(ContactReassigned(contact_id=self.id, owner_id=owner_id, team_id=team_id))
-
-    def merge(self, other: Contact, merge_id: str) -> None:
-        """Take ``other`` in: this records the merge, ``other`` records that it points here."""
-        absorbed = self.absorption(other)
-        self.record(
-            ContactMerged(
-                contact_id=self.id,
-                customer_id=self.customer_id,
-                merged_id=other.id,
-                merged_customer_id=other.customer_id,
-                merge_id=merge_id,
-                absorbed=ContactDetails.model_validate(absorbed),
-                absorbed_fields=sorted(absorbed),
-            )
-        )
-        other.record(
-            ContactMergedInto(
-                contact_id=other.id,
-                survivor_id=self.id,
-                survivor_customer_id=self.customer_id,
-                merge_id=merge_id,
-            )
-        )
-
-    def undo_merge(self, merged: Contact, merge_id: str) -> None:
-        merged_id = self.undo_check(merge_id)
-        if merged.id != merged_id or merged.merged_by != merge_id:
-            raise DomainError(f"contact {merged.id} was not merged by {merge_id}")
-        for record in (self, merged):
-            record.record(
-                ContactMergeUndone(
-                    contact_id=record.id,
-                    merge_id=merge_id,
-                    survivor_id=self.id,
-                    survivor_customer_id=self.customer_id,
-                    merged_id=merged.id,
-                    merged_customer_id=merged.customer_id,
-                )
-            )
-
     @applies(ContactCreated)
     def _created(self, e: ContactCreated) -> None:
         self.subject = e.customer_id
@@ -129,31 +93,6 @@ class Contact(Party):
         self.owner_id = e.owner_id
         self.team_id = e.team_id
         self.lead_id = e.lead_id
-
-    @applies(ContactUpdated)
-    def _updated(self, e: ContactUpdated) -> None:
-        self._set(e.values.model_dump(mode="json"), e.changed)
-
-    @applies(ContactReassigned)
-    def _reassigned(self, e: ContactReassigned) -> None:
-        self.owner_id = e.owner_id
-        self.team_id = e.team_id
-
-    @applies(ContactMerged)
-    def _merged(self, e: ContactMerged) -> None:
-        absorbed = e.absorbed.model_dump(mode="json")
-        self._absorb(e.merge_id, e.merged_id, {f: absorbed[f] for f in e.absorbed_fields})
-
-    @applies(ContactMergedInto)
-    def _merged_into(self, e: ContactMergedInto) -> None:
-        self._merged_away(e.survivor_id, e.merge_id)
-
-    @applies(ContactMergeUndone)
-    def _merge_undone(self, e: ContactMergeUndone) -> None:
-        if e.contact_id == e.survivor_id:
-            self._unabsorb(e.merge_id)
-        else:
-            self._restored()
 
 
 def _unique(items: list[str]) -> list[str]:

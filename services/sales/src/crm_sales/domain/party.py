@@ -8,8 +8,10 @@ still holds — changes made since the merge stay — and the merged record stan
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from crm_events import EventPayload
 from crm_runtime.aggregate import Aggregate
 from crm_runtime.errors import DomainError
 
@@ -17,10 +19,36 @@ LIST_FIELDS = frozenset({"emails", "phones", "tags", "social_profiles"})
 MAP_FIELDS = frozenset({"custom_fields"})
 
 
+@dataclass(frozen=True)
+class PartyEvents:
+    """The event classes of one kind of party (their fields are the same up to the id's name)."""
+
+    details: type[EventPayload]
+    updated: type[EventPayload]
+    reassigned: type[EventPayload]
+    merged: type[EventPayload]
+    merged_into: type[EventPayload]
+    merge_undone: type[EventPayload]
+
+
 class Party(Aggregate):
-    """Base of Contact and Account."""
+    """Base of Contact and Account: what they share is written once, here."""
 
     kind = "record"
+    events: ClassVar[PartyEvents]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        events = cls.__dict__.get("events")
+        if events is not None:  # the shared mutators, for this kind's event classes
+            cls._mutators = {
+                **cls._mutators,
+                events.updated: Party._on_updated,
+                events.reassigned: Party._on_reassigned,
+                events.merged: Party._on_merged,
+                events.merged_into: Party._on_merged_into,
+                events.merge_undone: Party._on_merge_undone,
+            }
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -120,3 +148,78 @@ class Party(Aggregate):
     def _restored(self) -> None:
         self.merged_into = None
         self.merged_by = None
+
+    @property
+    def id_field(self) -> str:
+        return f"{self.kind}_id"
+
+    def _event(self, cls: type[EventPayload], **fields: Any) -> EventPayload:
+        return cls(**{self.id_field: self.id}, **fields)
+
+    # --- commands shared by contacts and accounts ---
+
+    def reassign(self, owner_id: str | None, team_id: str | None) -> None:
+        self.ensure_active()
+        if (owner_id, team_id) != (self.owner_id, self.team_id):
+            self.record(self._event(self.events.reassigned, owner_id=owner_id, team_id=team_id))
+
+    def merge(self, other: Party, merge_id: str) -> None:
+        """Take ``other`` in: this records the merge, ``other`` records that it points here."""
+        absorbed = self.absorption(other)
+        self.record(
+            self._event(
+                self.events.merged,
+                customer_id=self.customer_id,
+                merged_id=other.id,
+                merged_customer_id=other.customer_id,
+                merge_id=merge_id,
+                absorbed=self.events.details.model_validate(absorbed),
+                absorbed_fields=sorted(absorbed),
+            )
+        )
+        other.record(
+            other._event(
+                other.events.merged_into,
+                survivor_id=self.id,
+                survivor_customer_id=self.customer_id,
+                merge_id=merge_id,
+            )
+        )
+
+    def undo_merge(self, merged: Party, merge_id: str) -> None:
+        merged_id = self.undo_check(merge_id)
+        if merged.id != merged_id or merged.merged_by != merge_id:
+            raise DomainError(f"{self.kind} {merged.id} was not merged by {merge_id}")
+        for record in (self, merged):
+            record.record(
+                record._event(
+                    record.events.merge_undone,
+                    merge_id=merge_id,
+                    survivor_id=self.id,
+                    survivor_customer_id=self.customer_id,
+                    merged_id=merged.id,
+                    merged_customer_id=merged.customer_id,
+                )
+            )
+
+    # --- the shared mutators ---
+
+    def _on_updated(self, e: Any) -> None:
+        self._set(e.values.model_dump(mode="json"), e.changed)
+
+    def _on_reassigned(self, e: Any) -> None:
+        self.owner_id = e.owner_id
+        self.team_id = e.team_id
+
+    def _on_merged(self, e: Any) -> None:
+        absorbed = e.absorbed.model_dump(mode="json")
+        self._absorb(e.merge_id, e.merged_id, {f: absorbed[f] for f in e.absorbed_fields})
+
+    def _on_merged_into(self, e: Any) -> None:
+        self._merged_away(e.survivor_id, e.merge_id)
+
+    def _on_merge_undone(self, e: Any) -> None:
+        if getattr(e, self.id_field) == e.survivor_id:
+            self._unabsorb(e.merge_id)
+        else:
+            self._restored()
