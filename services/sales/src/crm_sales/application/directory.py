@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from crm_events.schemas.sales import AccountDetails, ContactDetails
 from crm_runtime.db import Conn
@@ -17,6 +18,7 @@ from crm_sales.adapters import directory
 from crm_sales.domain.account import Account, normalise_domain
 from crm_sales.domain.contact import Contact, normalise_email
 from crm_sales.domain.custom_fields import CustomFields, Entity
+from crm_sales.domain.party import Party
 
 
 def _now() -> datetime:
@@ -31,9 +33,71 @@ async def custom_fields(store: EventStore, conn: Conn, entity: Entity) -> Custom
         return CustomFields(entity)
 
 
-class ContactHandlers:
+P = TypeVar("P", bound=Party)
+
+
+class PartyHandlers(Generic[P]):
+    """Reassign, merge and undo, the same for contacts and accounts; subclasses say how their
+    read model and duplicate guard are written."""
+
+    repo: Repository[P]
+
+    async def write_model(self, conn: Conn, record: P) -> None:
+        raise NotImplementedError
+
+    async def sync_guard(self, conn: Conn, record: P) -> None:
+        raise NotImplementedError
+
+    async def reassign(
+        self,
+        conn: Conn,
+        record: P,
+        owner_id: str | None,
+        team_id: str | None,
+        meta: Metadata,
+        expected: int | None,
+    ) -> P:
+        check_version(expected, record.version)
+        record.reassign(owner_id, team_id)
+        if record.pending:
+            await self.repo.save(conn, record, meta)
+            await self.write_model(conn, record)
+        return record
+
+    async def merge(self, conn: Conn, survivor: P, merged: P, meta: Metadata) -> tuple[P, str]:
+        merge_id = str(uuid.uuid4())
+        survivor.merge(merged, merge_id)
+        await self.repo.save(conn, survivor, meta)
+        await self.repo.save(conn, merged, meta)
+        await self.write_model(conn, merged)  # first: its guarded values now resolve
+        await self.write_model(conn, survivor)
+        await self.sync_guard(conn, survivor)
+        return survivor, merge_id
+
+    async def undo_merge(
+        self, conn: Conn, survivor: P, merge_id: str, meta: Metadata
+    ) -> tuple[P, P]:
+        merged_id = survivor.undo_check(merge_id)
+        merged = await self.repo.load(merged_id, conn=conn)
+        survivor.undo_merge(merged, merge_id)
+        await self.repo.save(conn, survivor, meta)
+        await self.repo.save(conn, merged, meta)
+        for record in (survivor, merged):
+            await self.write_model(conn, record)
+            await self.sync_guard(conn, record)
+        return survivor, merged
+
+
+class ContactHandlers(PartyHandlers[Contact]):
+    async def write_model(self, conn: Conn, record: Contact) -> None:
+        await directory.upsert_contact(conn, record, _now())
+
+    async def sync_guard(self, conn: Conn, record: Contact) -> None:
+        await directory.sync_emails(conn, record)
+
     def __init__(self, store: EventStore) -> None:
         self.contacts = Repository(store, Contact)
+        self.repo = self.contacts
 
     async def create(
         self,
@@ -87,52 +151,17 @@ class ContactHandlers:
             await directory.sync_emails(conn, contact)
         return contact
 
-    async def reassign(
-        self,
-        conn: Conn,
-        contact: Contact,
-        owner_id: str | None,
-        team_id: str | None,
-        meta: Metadata,
-        expected: int | None,
-    ) -> Contact:
-        check_version(expected, contact.version)
-        contact.reassign(owner_id, team_id)
-        if contact.pending:
-            await self.contacts.save(conn, contact, meta)
-            await directory.upsert_contact(conn, contact, _now())
-        return contact
 
-    async def merge(
-        self, conn: Conn, survivor: Contact, merged: Contact, meta: Metadata
-    ) -> tuple[Contact, str]:
-        merge_id = str(uuid.uuid4())
-        survivor.merge(merged, merge_id)
-        await self.contacts.save(conn, survivor, meta)
-        await self.contacts.save(conn, merged, meta)
-        await directory.upsert_contact(conn, merged, _now())  # first: its e-mails now resolve
-        await directory.upsert_contact(conn, survivor, _now())
-        await directory.sync_emails(conn, survivor)
-        return survivor, merge_id
+class AccountHandlers(PartyHandlers[Account]):
+    async def write_model(self, conn: Conn, record: Account) -> None:
+        await directory.upsert_account(conn, record, _now())
 
-    async def undo_merge(
-        self, conn: Conn, survivor: Contact, merge_id: str, meta: Metadata
-    ) -> tuple[Contact, Contact]:
-        merged_id = survivor.undo_check(merge_id)
-        merged = await self.contacts.load(merged_id, conn=conn)
-        survivor.undo_merge(merged, merge_id)
-        await self.contacts.save(conn, survivor, meta)
-        await self.contacts.save(conn, merged, meta)
-        await directory.upsert_contact(conn, survivor, _now())
-        await directory.sync_emails(conn, survivor)
-        await directory.upsert_contact(conn, merged, _now())
-        await directory.sync_emails(conn, merged)
-        return survivor, merged
+    async def sync_guard(self, conn: Conn, record: Account) -> None:
+        await directory.sync_domain(conn, record)
 
-
-class AccountHandlers:
     def __init__(self, store: EventStore) -> None:
         self.accounts = Repository(store, Account)
+        self.repo = self.accounts
 
     async def create(
         self,
@@ -184,48 +213,6 @@ class AccountHandlers:
             await directory.upsert_account(conn, account, _now())
             await directory.sync_domain(conn, account)
         return account
-
-    async def reassign(
-        self,
-        conn: Conn,
-        account: Account,
-        owner_id: str | None,
-        team_id: str | None,
-        meta: Metadata,
-        expected: int | None,
-    ) -> Account:
-        check_version(expected, account.version)
-        account.reassign(owner_id, team_id)
-        if account.pending:
-            await self.accounts.save(conn, account, meta)
-            await directory.upsert_account(conn, account, _now())
-        return account
-
-    async def merge(
-        self, conn: Conn, survivor: Account, merged: Account, meta: Metadata
-    ) -> tuple[Account, str]:
-        merge_id = str(uuid.uuid4())
-        survivor.merge(merged, merge_id)
-        await self.accounts.save(conn, survivor, meta)
-        await self.accounts.save(conn, merged, meta)
-        await directory.upsert_account(conn, merged, _now())
-        await directory.upsert_account(conn, survivor, _now())
-        await directory.sync_domain(conn, survivor)
-        return survivor, merge_id
-
-    async def undo_merge(
-        self, conn: Conn, survivor: Account, merge_id: str, meta: Metadata
-    ) -> tuple[Account, Account]:
-        merged_id = survivor.undo_check(merge_id)
-        merged = await self.accounts.load(merged_id, conn=conn)
-        survivor.undo_merge(merged, merge_id)
-        await self.accounts.save(conn, survivor, meta)
-        await self.accounts.save(conn, merged, meta)
-        await directory.upsert_account(conn, survivor, _now())
-        await directory.sync_domain(conn, survivor)
-        await directory.upsert_account(conn, merged, _now())
-        await directory.sync_domain(conn, merged)
-        return survivor, merged
 
 
 def ensure_not_merged(record: Contact | Account) -> None:
