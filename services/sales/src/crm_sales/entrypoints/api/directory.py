@@ -4,6 +4,7 @@ as of a time), history, list, change field by field, reassign, merge and undo a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -167,143 +168,6 @@ def _row(r: dict[str, Any], key: str) -> dict[str, Any]:
     return r
 
 
-async def _contact(
-    handlers: ContactHandlers, contact_id: str, as_of: datetime | None = None
-) -> Contact:
-    try:
-        return await handlers.contacts.load(contact_id, as_of=as_of)
-    except NotFound:
-        raise NotFound(
-            f"contact {contact_id} does not exist" + (f" as of {as_of}" if as_of else "")
-        ) from None
-
-
-@contacts_router.get("/{contact_id}", response_model=ContactPublic, summary="Read a contact")
-async def get_contact(
-    contact_id: str,
-    ctx: CtxDep,
-    user: DirectoryReader,
-    response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
-) -> dict[str, Any]:
-    c = await _contact(ContactHandlers(ctx.store), contact_id, as_of)
-    access.check_read(user, "contact", c.owner_id, c.team_id)
-    response.headers["ETag"] = etag(c.version)
-    return contact_out(c)
-
-
-@contacts_router.get(
-    "/{contact_id}/history", response_model=list[HistoryEntry], summary="A contact's events"
-)
-async def contact_history(
-    contact_id: str, ctx: CtxDep, user: DirectoryReader
-) -> list[HistoryEntry]:
-    handlers = ContactHandlers(ctx.store)
-    c = await _contact(handlers, contact_id)
-    access.check_read(user, "contact", c.owner_id, c.team_id)
-    return history(await handlers.contacts.history(contact_id))
-
-
-@contacts_router.patch(
-    "/{contact_id}",
-    response_model=ContactPublic,
-    summary="Change contact fields (only those sent; null clears)",
-    responses={**CONFLICT, 412: {"description": "stale If-Match"}},
-)
-async def patch_contact(
-    contact_id: str, body: ContactFields, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
-) -> JSONResponse:
-    handlers = ContactHandlers(ctx.store)
-    c = await _contact(handlers, contact_id)
-    access.check_change(user, "contact", c.owner_id, c.team_id)
-    fields = sorted(body.model_fields_set)
-    if "last_name" in fields and body.last_name is None:
-        raise InvalidInput("last_name", "a contact needs a last name; it cannot be cleared")
-
-    async def command(conn: Conn) -> CommandResult:
-        updated = await handlers.update(
-            conn,
-            contact_id,
-            body.details(),
-            fields,
-            metadata_for(user),
-            expected_version(if_match),
-            authorize=lambda c: access.check_change(user, "contact", c.owner_id, c.team_id),
-        )
-        return _result(contact_out(updated), updated.version, f"/contacts/{contact_id}")
-
-    return await run_command(ctx, user, None, None, command)
-
-
-@contacts_router.post("/{contact_id}/reassign", response_model=ContactPublic, summary="Reassign")
-async def reassign_contact(
-    contact_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
-) -> JSONResponse:
-    handlers = ContactHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        c = await handlers.contacts.load(contact_id, conn=conn)
-        access.check_change(user, "contact", c.owner_id, c.team_id)
-        team = body.team_id if body.team_id is not None else c.team_id
-        c = await handlers.reassign(
-            conn, c, body.owner_id, team, metadata_for(user), expected_version(if_match)
-        )
-        return _result(contact_out(c), c.version, f"/contacts/{contact_id}")
-
-    return await run_command(ctx, user, None, None, command)
-
-
-@contacts_router.post(
-    "/{contact_id}/merge",
-    response_model=MergeResult,
-    summary="Merge another contact into this one (the one in the path survives)",
-    responses=CONFLICT,
-)
-async def merge_contacts(
-    contact_id: str, body: MergeRequest, ctx: CtxDep, user: SalesUser
-) -> JSONResponse:
-    handlers = ContactHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        survivor = await handlers.contacts.load(contact_id, conn=conn)
-        try:
-            merged = await handlers.contacts.load(body.merged_id, conn=conn)
-        except NotFound:
-            raise NotFound(f"contact {body.merged_id} does not exist") from None
-        for c in (survivor, merged):
-            access.check_change(user, "contact", c.owner_id, c.team_id)
-        survivor, merge_id = await handlers.merge(conn, survivor, merged, metadata_for(user))
-        return CommandResult(
-            200,
-            {"merge_id": merge_id, "survivor": contact_out(survivor)},
-            {"ETag": etag(survivor.version)},
-        )
-
-    return await run_command(ctx, user, None, None, command)
-
-
-@contacts_router.post(
-    "/{contact_id}/merges/{merge_id}/undo",
-    response_model=UndoResult,
-    summary="Undo a merge: both contacts come back, with what happened since",
-    responses=CONFLICT,
-)
-async def undo_contact_merge(
-    contact_id: str, merge_id: str, ctx: CtxDep, user: SalesUser
-) -> JSONResponse:
-    handlers = ContactHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        survivor = await handlers.contacts.load(contact_id, conn=conn)
-        access.check_change(user, "contact", survivor.owner_id, survivor.team_id)
-        survivor, restored = await handlers.undo_merge(conn, survivor, merge_id, metadata_for(user))
-        return CommandResult(
-            200, {"survivor": contact_out(survivor), "restored": contact_out(restored)}
-        )
-
-    return await run_command(ctx, user, None, None, command)
-
-
 # --- accounts -------------------------------------------------------------------------------
 
 
@@ -357,141 +221,160 @@ async def list_accounts(
     return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "account_id"))
 
 
-async def _account(
-    handlers: AccountHandlers, account_id: str, as_of: datetime | None = None
-) -> Account:
-    try:
-        return await handlers.accounts.load(account_id, as_of=as_of)
-    except NotFound:
-        raise NotFound(
-            f"account {account_id} does not exist" + (f" as of {as_of}" if as_of else "")
-        ) from None
+# --- read, history, change, reassign, merge, undo: the same for contacts and accounts ----------
 
 
-@accounts_router.get("/{account_id}", response_model=AccountPublic, summary="Read an account")
-async def get_account(
-    account_id: str,
-    ctx: CtxDep,
-    user: DirectoryReader,
-    response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
-) -> dict[str, Any]:
-    a = await _account(AccountHandlers(ctx.store), account_id, as_of)
-    access.check_read(user, "account", a.owner_id, a.team_id)
-    response.headers["ETag"] = etag(a.version)
-    return account_out(a)
+def _party_routes(
+    router: APIRouter,
+    kind: Literal["contact", "account"],
+    handlers_of: Callable[[Any], Any],  # ContactHandlers or AccountHandlers
+    out: Callable[[Any], dict[str, Any]],
+    fields_model: type[ContactFields] | type[AccountFields],
+    public_model: type[ContactPublic] | type[AccountPublic],
+    required: str,
+) -> None:
+    plural = f"{kind}s"
 
-
-@accounts_router.get(
-    "/{account_id}/history", response_model=list[HistoryEntry], summary="An account's events"
-)
-async def account_history(
-    account_id: str, ctx: CtxDep, user: DirectoryReader
-) -> list[HistoryEntry]:
-    handlers = AccountHandlers(ctx.store)
-    a = await _account(handlers, account_id)
-    access.check_read(user, "account", a.owner_id, a.team_id)
-    return history(await handlers.accounts.history(account_id))
-
-
-@accounts_router.patch(
-    "/{account_id}",
-    response_model=AccountPublic,
-    summary="Change account fields (only those sent; null clears)",
-    responses={**CONFLICT, 412: {"description": "stale If-Match"}},
-)
-async def patch_account(
-    account_id: str, body: AccountFields, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
-) -> JSONResponse:
-    handlers = AccountHandlers(ctx.store)
-    a = await _account(handlers, account_id)
-    access.check_change(user, "account", a.owner_id, a.team_id)
-    fields = sorted(body.model_fields_set)
-    if "name" in fields and body.name is None:
-        raise InvalidInput("name", "an account needs a name; it cannot be cleared")
-
-    async def command(conn: Conn) -> CommandResult:
-        updated = await handlers.update(
-            conn,
-            account_id,
-            body.details(),
-            fields,
-            metadata_for(user),
-            expected_version(if_match),
-            authorize=lambda a: access.check_change(user, "account", a.owner_id, a.team_id),
-        )
-        return _result(account_out(updated), updated.version, f"/accounts/{account_id}")
-
-    return await run_command(ctx, user, None, None, command)
-
-
-@accounts_router.post("/{account_id}/reassign", response_model=AccountPublic, summary="Reassign")
-async def reassign_account(
-    account_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
-) -> JSONResponse:
-    handlers = AccountHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        a = await handlers.accounts.load(account_id, conn=conn)
-        access.check_change(user, "account", a.owner_id, a.team_id)
-        team = body.team_id if body.team_id is not None else a.team_id
-        a = await handlers.reassign(
-            conn, a, body.owner_id, team, metadata_for(user), expected_version(if_match)
-        )
-        return _result(account_out(a), a.version, f"/accounts/{account_id}")
-
-    return await run_command(ctx, user, None, None, command)
-
-
-@accounts_router.post(
-    "/{account_id}/merge",
-    response_model=MergeResult,
-    summary="Merge another account into this one (the one in the path survives)",
-    responses=CONFLICT,
-)
-async def merge_accounts(
-    account_id: str, body: MergeRequest, ctx: CtxDep, user: SalesUser
-) -> JSONResponse:
-    handlers = AccountHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        survivor = await handlers.accounts.load(account_id, conn=conn)
+    async def load(handlers: Any, record_id: str, as_of: datetime | None = None) -> Any:
         try:
-            merged = await handlers.accounts.load(body.merged_id, conn=conn)
+            return await handlers.repo.load(record_id, as_of=as_of)
         except NotFound:
-            raise NotFound(f"account {body.merged_id} does not exist") from None
-        for a in (survivor, merged):
-            access.check_change(user, "account", a.owner_id, a.team_id)
-        survivor, merge_id = await handlers.merge(conn, survivor, merged, metadata_for(user))
-        return CommandResult(
-            200,
-            {"merge_id": merge_id, "survivor": account_out(survivor)},
-            {"ETag": etag(survivor.version)},
-        )
+            when = f" as of {as_of}" if as_of else ""
+            raise NotFound(f"{kind} {record_id} does not exist{when}") from None
 
-    return await run_command(ctx, user, None, None, command)
+    def may_change(user: Principal, record: Any) -> None:
+        access.check_change(user, kind, record.owner_id, record.team_id)
+
+    async def read(
+        record_id: str,
+        ctx: CtxDep,
+        user: DirectoryReader,
+        response: Response,
+        as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    ) -> dict[str, Any]:
+        record = await load(handlers_of(ctx.store), record_id, as_of)
+        access.check_read(user, kind, record.owner_id, record.team_id)
+        response.headers["ETag"] = etag(record.version)
+        return out(record)
+
+    async def events(record_id: str, ctx: CtxDep, user: DirectoryReader) -> list[HistoryEntry]:
+        handlers = handlers_of(ctx.store)
+        record = await load(handlers, record_id)
+        access.check_read(user, kind, record.owner_id, record.team_id)
+        return history(await handlers.repo.history(record_id))
+
+    async def change(
+        record_id: str, body: Any, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+    ) -> JSONResponse:
+        handlers = handlers_of(ctx.store)
+        may_change(user, await load(handlers, record_id))
+        fields = sorted(body.model_fields_set)
+        if required in fields and getattr(body, required) is None:
+            raise InvalidInput(required, f"a {kind} needs a {required.replace('_', ' ')}")
+
+        async def command(conn: Conn) -> CommandResult:
+            updated = await handlers.update(
+                conn,
+                record_id,
+                body.details(),
+                fields,
+                metadata_for(user),
+                expected_version(if_match),
+                authorize=lambda r: may_change(user, r),
+            )
+            return _result(out(updated), updated.version, f"/{plural}/{record_id}")
+
+        return await run_command(ctx, user, None, None, command)
+
+    change.__annotations__["body"] = fields_model  # a real class: FastAPI reads the body from it
+
+    async def reassign(
+        record_id: str, body: Reassign, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
+    ) -> JSONResponse:
+        handlers = handlers_of(ctx.store)
+
+        async def command(conn: Conn) -> CommandResult:
+            record = await handlers.repo.load(record_id, conn=conn)
+            may_change(user, record)
+            team = body.team_id if body.team_id is not None else record.team_id
+            record = await handlers.reassign(
+                conn, record, body.owner_id, team, metadata_for(user), expected_version(if_match)
+            )
+            return _result(out(record), record.version, f"/{plural}/{record_id}")
+
+        return await run_command(ctx, user, None, None, command)
+
+    async def merge(
+        record_id: str, body: MergeRequest, ctx: CtxDep, user: SalesUser
+    ) -> JSONResponse:
+        handlers = handlers_of(ctx.store)
+
+        async def command(conn: Conn) -> CommandResult:
+            survivor = await handlers.repo.load(record_id, conn=conn)
+            try:
+                merged = await handlers.repo.load(body.merged_id, conn=conn)
+            except NotFound:
+                raise NotFound(f"{kind} {body.merged_id} does not exist") from None
+            for record in (survivor, merged):
+                may_change(user, record)
+            survivor, merge_id = await handlers.merge(conn, survivor, merged, metadata_for(user))
+            return CommandResult(
+                200,
+                {"merge_id": merge_id, "survivor": out(survivor)},
+                {"ETag": etag(survivor.version)},
+            )
+
+        return await run_command(ctx, user, None, None, command)
+
+    async def undo(record_id: str, merge_id: str, ctx: CtxDep, user: SalesUser) -> JSONResponse:
+        handlers = handlers_of(ctx.store)
+
+        async def command(conn: Conn) -> CommandResult:
+            survivor = await handlers.repo.load(record_id, conn=conn)
+            may_change(user, survivor)
+            survivor, restored = await handlers.undo_merge(
+                conn, survivor, merge_id, metadata_for(user)
+            )
+            return CommandResult(200, {"survivor": out(survivor), "restored": out(restored)})
+
+        return await run_command(ctx, user, None, None, command)
+
+    router.add_api_route(
+        "/{record_id}", read, methods=["GET"], response_model=public_model,
+        summary=f"Read a {kind} (optionally as of a time)", name=f"get_{kind}",
+    )  # fmt: skip
+    router.add_api_route(
+        "/{record_id}/history", events, methods=["GET"], response_model=list[HistoryEntry],
+        summary=f"A {kind}'s events", name=f"{kind}_history",
+    )  # fmt: skip
+    router.add_api_route(
+        "/{record_id}", change, methods=["PATCH"], response_model=public_model,
+        summary=f"Change {kind} fields (only those sent; null clears)", name=f"patch_{kind}",
+        responses={**CONFLICT, 412: {"description": "stale If-Match"}},
+    )  # fmt: skip
+    router.add_api_route(
+        "/{record_id}/reassign", reassign, methods=["POST"], response_model=public_model,
+        summary=f"Give the {kind} to another owner", name=f"reassign_{kind}",
+    )  # fmt: skip
+    router.add_api_route(
+        "/{record_id}/merge", merge, methods=["POST"], response_model=MergeResult,
+        summary=f"Merge another {kind} into this one (the one in the path survives)",
+        name=f"merge_{plural}", responses=CONFLICT,
+    )  # fmt: skip
+    router.add_api_route(
+        "/{record_id}/merges/{merge_id}/undo", undo, methods=["POST"], response_model=UndoResult,
+        summary=f"Undo a merge: both {plural} come back, with what happened since",
+        name=f"undo_{kind}_merge", responses=CONFLICT,
+    )  # fmt: skip
 
 
-@accounts_router.post(
-    "/{account_id}/merges/{merge_id}/undo",
-    response_model=UndoResult,
-    summary="Undo a merge: both accounts come back, with what happened since",
-    responses=CONFLICT,
+_party_routes(
+    contacts_router, "contact", ContactHandlers, contact_out, ContactFields, ContactPublic,
+    "last_name",
+)  # fmt: skip
+_party_routes(
+    accounts_router, "account", AccountHandlers, account_out, AccountFields, AccountPublic, "name"
 )
-async def undo_account_merge(
-    account_id: str, merge_id: str, ctx: CtxDep, user: SalesUser
-) -> JSONResponse:
-    handlers = AccountHandlers(ctx.store)
-
-    async def command(conn: Conn) -> CommandResult:
-        survivor = await handlers.accounts.load(account_id, conn=conn)
-        access.check_change(user, "account", survivor.owner_id, survivor.team_id)
-        survivor, restored = await handlers.undo_merge(conn, survivor, merge_id, metadata_for(user))
-        return CommandResult(
-            200, {"survivor": account_out(survivor), "restored": account_out(restored)}
-        )
-
-    return await run_command(ctx, user, None, None, command)
 
 
 # --- custom field definitions ---------------------------------------------------------------
