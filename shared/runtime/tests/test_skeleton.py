@@ -207,3 +207,34 @@ async def test_malformed_json_is_a_422_on_the_body() -> None:
     [error] = r.json()["errors"]
     assert error["field"] == "body"
     assert error["reason"] == "not valid JSON (at character 9): Expecting value"
+
+
+@pytest.mark.integration
+async def test_background_tasks_run_beside_the_api_and_stop_with_it(
+    fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
+) -> None:
+    import asyncio
+
+    from crm_runtime.context import ServiceContext
+    from crm_runtime.http.app import create_service_app
+
+    seen: list[str] = []
+
+    async def loop(ctx: ServiceContext, stop: asyncio.Event) -> None:
+        seen.append(f"started with {ctx.settings.service_name}")
+        await stop.wait()
+        seen.append("stopped")
+
+    url = await fresh_db("crm_marketing")
+    app = create_service_app(
+        settings_for("marketing", database_url=url),
+        title="t",
+        description="d",
+        routers=[],
+        migrations=[],
+        background=[loop],
+    )
+    async with app.router.lifespan_context(app):
+        await asyncio.sleep(0.05)
+        assert seen == ["started with marketing"]
+    assert seen == ["started with marketing", "stopped"]

@@ -17,6 +17,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The customer timeline every department sees, and the analytical CRM.",
         routers=[timeline_api.router, sales_api.router],
         migrations=["crm_analytics"],
-        on_start=[lag.start],
-        on_stop=[lag.stop],
+        background=[lag.run],
     )

@@ -8,7 +8,6 @@ committed (the whole partition when nothing is committed yet).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiokafka.structs import TopicPartition
@@ -18,6 +17,7 @@ from crm_events import context_topic
 from crm_runtime import kafka
 from crm_runtime.context import ServiceContext
 from crm_runtime.settings import Settings
+from crm_runtime.tasks import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +58,16 @@ async def measure(settings: Settings, group: str, topics: list[str]) -> dict[tup
         await admin.close()
 
 
-async def _refresh(settings: Settings, stop: asyncio.Event, every: float) -> None:
+async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
+    """Refresh the gauge every 5 s until ``stop`` is set (a background task of the API)."""
+    settings = ctx.settings
     group = settings.analytics_app_id
     topics = [context_topic(c) for c in CONTEXTS]
-    while not stop.is_set():
+    while True:
         try:
             for (topic, partition), value in (await measure(settings, group, topics)).items():
                 LAG.labels(group, topic, str(partition)).set(value)
         except Exception as exc:  # the broker may be away; try again next time
             log.warning("consumer lag not measured", extra={"error": type(exc).__name__})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every)
-
-
-async def start(ctx: ServiceContext) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(_refresh(ctx.settings, stop, 5.0))
-    ctx.extras["lag"] = (stop, task)
-
-
-async def stop(ctx: ServiceContext) -> None:
-    running = ctx.extras.pop("lag", None)
-    if isinstance(running, tuple):
-        running[0].set()
-        await running[1]
+        if await sleep_or_stop(stop, 5.0):
+            return

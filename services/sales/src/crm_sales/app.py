@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
 from crm_sales.entrypoints.api import billing, deals, directory, imports, leads, work
-from crm_sales.jobs import start_scheduler, stop_scheduler
+from crm_sales.jobs import run_scheduler
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,7 +34,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             work.tasks_router,
         ],
         migrations=["crm_sales"],
-        on_start=[start_scheduler],
-        on_stop=[stop_scheduler],
+        background=[run_scheduler],
         feed_roles=("analyst", "sales_manager"),
     )

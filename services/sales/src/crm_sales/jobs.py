@@ -43,20 +43,7 @@ def _billing_jobs(ctx: ServiceContext) -> dict[str, Job]:
     return {"invoices.overdue": overdue}
 
 
-async def start_scheduler(ctx: ServiceContext) -> None:
-    if not ctx.settings.scheduler_enabled:
-        return
-    stop = asyncio.Event()
-    scheduler = Scheduler(ctx.pool, jobs_for(ctx))
-    task = asyncio.create_task(scheduler.run(stop, ctx.settings.scheduler_interval))
-    ctx.extras["scheduler"] = (stop, task)
-
-
-async def stop_scheduler(ctx: ServiceContext) -> None:
-    running = ctx.extras.pop("scheduler", None)
-    if not isinstance(running, tuple):
-        return
-    stop: asyncio.Event = running[0]
-    task: asyncio.Task[None] = running[1]
-    stop.set()
-    await task
+async def run_scheduler(ctx: ServiceContext, stop: asyncio.Event) -> None:
+    """The scheduler beside the API (``SCHEDULER_ENABLED``; one replica leads)."""
+    if ctx.settings.scheduler_enabled:
+        await Scheduler(ctx.pool, jobs_for(ctx)).run(stop, ctx.settings.scheduler_interval)

@@ -8,13 +8,14 @@ others still run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
+
+from crm_runtime.tasks import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,12 @@ class Scheduler:
                 leader = await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
                 if leader:
                     break
-                await _wait(stop, interval)
+                await sleep_or_stop(stop, interval)
             try:
                 while not stop.is_set():
                     done = await self.tick()
                     if any(done.values()):
                         log.info("scheduled jobs ran", extra={"jobs": done})
-                    await _wait(stop, interval)
+                    await sleep_or_stop(stop, interval)
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock_all()")
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

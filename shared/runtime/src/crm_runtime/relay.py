@@ -26,6 +26,7 @@ from crm_events.envelope import KafkaRecord
 from crm_runtime import kafka
 from crm_runtime.eventstore import Checkpoint, EventStore
 from crm_runtime.settings import Settings
+from crm_runtime.tasks import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class OutboxRelay:
         lock_conn = await self.pool.acquire()
         try:
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_BASE):
-                if await _wait(stop, 2.0):
+                if await sleep_or_stop(stop, 2.0):
                     return
             self.is_leader = True
             await lock_conn.add_listener("crm_events", self._on_notify)
@@ -116,7 +117,7 @@ class OutboxRelay:
                     extra={"topic": self.topic, "error": type(exc).__name__, "retry_in": backoff},
                 )
                 RELAY_ERRORS.labels(self.topic).inc()
-                if await _wait(stop, backoff):
+                if await sleep_or_stop(stop, backoff):
                     return
                 backoff = min(backoff * 2, 30.0)
                 next_check = loop.time()
@@ -296,11 +297,3 @@ class OutboxRelay:
         if self._admin is not None:
             await self._admin.close()
         self._producer = self._admin = self._offsets = None
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False

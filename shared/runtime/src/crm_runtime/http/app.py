@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,7 +33,7 @@ REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["route", "method
 LATENCY = Histogram("crm_http_request_seconds", "HTTP request latency", ["route", "method"])
 _CID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
-StartHook = Callable[[ServiceContext], Awaitable[None]]
+BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def get_ctx(request: Request) -> ServiceContext:
@@ -117,10 +117,11 @@ def create_service_app(
     description: str,
     routers: list[APIRouter],
     migrations: list[str],
-    on_start: list[StartHook] | None = None,
-    on_stop: list[StartHook] | None = None,
+    background: list[BackgroundTask] | None = None,
     feed_roles: tuple[str, ...] = ("analyst",),
 ) -> FastAPI:
+    """``background``: loops that run beside the API (each gets the context and a stop event;
+    it returns when the event is set) — started after migrations, stopped before the pool closes."""
     configure_logging(settings.service_name, settings.log_level)
 
     @asynccontextmanager
@@ -128,14 +129,14 @@ def create_service_app(
         ctx = await open_context(settings, migrations)
         app.state.ctx = ctx
         app.state.broker = BrokerProbe(settings)
-        for hook in on_start or []:
-            await hook(ctx)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(run(ctx, stop)) for run in background or []]
         log.info("service started", extra={"port": settings.port})
         try:
             yield
         finally:
-            for hook in on_stop or []:
-                await hook(ctx)
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await ctx.close()
 
     app = FastAPI(
