@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from crm_runtime.aggregate import Aggregate
 from crm_runtime.errors import Forbidden
 from crm_runtime.http.auth import Principal
 
@@ -57,3 +58,9 @@ def check_read(user: Principal, kind: Kind, owner_id: str | None, team_id: str |
 def check_change(user: Principal, kind: Kind, owner_id: str | None, team_id: str | None) -> None:
     if not can_change(user, owner_id, team_id):
         raise Forbidden(f"you may not change this {kind}: it is not yours or your team's")
+
+
+def check_record_read(user: Principal, record: Aggregate) -> None:
+    """check_read for a loaded contact, account or deal (its kind is its stream type)."""
+    kind: Kind = record.stream_type  # type: ignore[assignment]
+    check_read(user, kind, getattr(record, "owner_id", None), getattr(record, "team_id", None))

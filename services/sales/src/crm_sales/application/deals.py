@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -12,13 +14,35 @@ from crm_runtime.errors import ConcurrencyError, InvalidInput, NotFound
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
 from crm_runtime.repository import Repository, check_version
 from crm_sales.adapters import deal_view
+from crm_sales.application.directory import ensure_not_merged
 from crm_sales.application.work import Router
+from crm_sales.domain.account import Account
+from crm_sales.domain.contact import Contact
 from crm_sales.domain.deal import Deal, Terms
 from crm_sales.domain.pipeline import DEFAULT_PIPELINE_ID, DEFAULT_STAGES, Pipeline
+from crm_sales.domain.product import Product
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    """A deal line as asked for: a product of the price book, or a named line with a price."""
+
+    quantity: int
+    product_id: str | None = None
+    name: str | None = None
+    unit_price_minor: int | None = None
+
+
+@dataclass(frozen=True)
+class Parties:
+    """Who a new deal is for: the customer on the timeline, and the region for routing."""
+
+    customer_id: str
+    region: str | None
 
 
 class DealHandlers:
@@ -27,6 +51,77 @@ class DealHandlers:
         self.base_currency = base_currency
         self.deals = Repository(store, Deal)
         self.pipelines = Repository(store, Pipeline)
+
+    async def parties(
+        self,
+        conn: Conn,
+        contact_id: str | None,
+        account_id: str | None,
+        authorize: Callable[[Contact | Account], None],
+    ) -> Parties:
+        """The deal's customer: the contact (a person) if named, else the account."""
+        if contact_id is None and account_id is None:
+            raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
+        customer_id: str | None = None
+        region: str | None = None
+        for field, ident, repo in (
+            ("account_id", account_id, Repository(self.store, Account)),
+            ("contact_id", contact_id, Repository(self.store, Contact)),
+        ):
+            if ident is None:
+                continue
+            try:
+                record = await repo.load(ident, conn=conn)
+            except NotFound:
+                raise InvalidInput(field, f"{field[:-3]} {ident} does not exist") from None
+            ensure_not_merged(record)
+            authorize(record)
+            customer_id = record.customer_id  # the contact, when both are named
+            region = record.details.get("region") or region
+        assert customer_id is not None
+        return Parties(customer_id, region)
+
+    async def priced_lines(
+        self, conn: Conn, items: list[LineRequest], currency: str
+    ) -> list[DealLine]:
+        """Lines checked against the price book: a product must exist and be active; name and
+        unit price default to the product's (its price in the deal currency)."""
+        products = Repository(self.store, Product)
+        out = []
+        for i, item in enumerate(items):
+            name, price = item.name, item.unit_price_minor
+            if item.product_id is not None:
+                try:
+                    product = await products.load(item.product_id, conn=conn)
+                except NotFound:
+                    raise InvalidInput(
+                        f"lines.{i}.product_id", f"no product {item.product_id}"
+                    ) from None
+                if not product.active:
+                    raise InvalidInput(f"lines.{i}.product_id", "the product is not active")
+                name = name or product.name
+                if price is None:
+                    price = product.prices.get(currency)
+                    if price is None:
+                        raise InvalidInput(
+                            f"lines.{i}.unit_price_minor",
+                            f"the product has no {currency} price; give one",
+                        )
+            if name is None:
+                raise InvalidInput(f"lines.{i}.name", "a line without a product needs a name")
+            if price is None:
+                raise InvalidInput(
+                    f"lines.{i}.unit_price_minor", "a line without a product needs a price"
+                )
+            out.append(
+                DealLine(
+                    product_id=item.product_id,
+                    name=name,
+                    quantity=item.quantity,
+                    unit_price_minor=price,
+                )
+            )
+        return out
 
     async def pipeline(self, conn: Conn, pipeline_id: str | None) -> Pipeline:
         """Load a pipeline; the default one is defined the first time anyone needs it."""

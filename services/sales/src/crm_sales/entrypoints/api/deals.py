@@ -9,10 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from crm_events.schemas.sales import DealLine, Stage
+from crm_events.schemas.sales import Stage
 from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput, NotFound
-from crm_runtime.eventstore import EventStore
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.commands import (
     CommandResult,
@@ -22,14 +21,11 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.repository import Repository
 from crm_sales import access
 from crm_sales.adapters import deal_view, directory
-from crm_sales.application.deals import DealHandlers
-from crm_sales.application.directory import AccountHandlers, ContactHandlers, ensure_not_merged
+from crm_sales.application.deals import DealHandlers, LineRequest
 from crm_sales.domain.deal import Deal, Terms
 from crm_sales.domain.pipeline import Pipeline
-from crm_sales.domain.product import Product
 from crm_sales.entrypoints.api.common import (
     IdempotencyKey,
     IfMatch,
@@ -212,47 +208,8 @@ def deal_out(d: Deal, spans: list[StageSpanOut] | None = None) -> dict[str, Any]
     ).model_dump(mode="json")
 
 
-async def _lines(
-    store: EventStore, conn: Conn, items: list[LineIn], currency: str
-) -> list[DealLine]:
-    """Deal lines checked against the price book: a product must exist and be active; name and
-    unit price default to the product's (its price in the deal currency)."""
-    products = Repository(store, Product)
-    out = []
-    for i, item in enumerate(items):
-        name, price = item.name, item.unit_price_minor
-        if item.product_id is not None:
-            try:
-                product = await products.load(item.product_id, conn=conn)
-            except NotFound:
-                raise InvalidInput(
-                    f"lines.{i}.product_id", f"no product {item.product_id}"
-                ) from None
-            if not product.active:
-                raise InvalidInput(f"lines.{i}.product_id", "the product is not active")
-            name = name or product.name
-            if price is None:
-                price = product.prices.get(currency)
-                if price is None:
-                    raise InvalidInput(
-                        f"lines.{i}.unit_price_minor",
-                        f"the product has no {currency} price; give one",
-                    )
-        if name is None:
-            raise InvalidInput(f"lines.{i}.name", "a line without a product needs a name")
-        if price is None:
-            raise InvalidInput(
-                f"lines.{i}.unit_price_minor", "a line without a product needs a price"
-            )
-        out.append(
-            DealLine(
-                product_id=item.product_id,
-                name=name,
-                quantity=item.quantity,
-                unit_price_minor=price,
-            )
-        )
-    return out
+def _line_requests(items: list[LineIn]) -> list[LineRequest]:
+    return [LineRequest(**item.model_dump()) for item in items]
 
 
 def _result(d: Deal, status: int = 200) -> CommandResult:
@@ -271,59 +228,32 @@ def _result(d: Deal, status: int = 200) -> CommandResult:
 async def create_deal(
     body: DealCreate, ctx: CtxDep, user: SalesUser, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    if body.contact_id is None and body.account_id is None:
-        raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
     if body.owner_id not in (None, user.user_id) and not user.has("sales_manager"):
         raise InvalidInput("owner_id", "a sales rep opens deals for itself")
     # A rep's deal is its own; a manager's without an owner goes through the assignment rules.
     owner = body.owner_id or (None if user.has("sales_manager") else user.user_id)
     handlers = _handlers(ctx)
-    contacts = ContactHandlers(ctx.store)
-    accounts = AccountHandlers(ctx.store)
 
     async def command(conn: Conn) -> CommandResult:
-        customer_id = None
-        region = None
-        if body.account_id:
-            try:
-                account = await accounts.accounts.load(body.account_id, conn=conn)
-            except NotFound:
-                raise InvalidInput(
-                    "account_id", f"account {body.account_id} does not exist"
-                ) from None
-            ensure_not_merged(account)
-            access.check_read(user, "account", account.owner_id, account.team_id)
-            customer_id = account.customer_id
-            region = account.details.get("region")
-        if body.contact_id:
-            try:
-                contact = await contacts.contacts.load(body.contact_id, conn=conn)
-            except NotFound:
-                raise InvalidInput(
-                    "contact_id", f"contact {body.contact_id} does not exist"
-                ) from None
-            ensure_not_merged(contact)
-            access.check_read(user, "contact", contact.owner_id, contact.team_id)
-            customer_id = contact.customer_id  # the person is the customer on the timeline
-            region = region or contact.details.get("region")
-        if customer_id is None:  # pragma: no cover - checked before the transaction
-            raise InvalidInput("contact_id", "a deal needs a contact_id or an account_id")
+        parties = await handlers.parties(
+            conn, body.contact_id, body.account_id, lambda r: access.check_record_read(user, r)
+        )
         d = await handlers.open(
             conn,
             metadata_for(user),
-            customer_id=customer_id,
+            customer_id=parties.customer_id,
             name=body.name,
             amount_minor=body.amount_minor,
             currency=body.currency,
             expected_close=body.expected_close,
-            lines=await _lines(ctx.store, conn, body.lines, body.currency),
+            lines=await handlers.priced_lines(conn, _line_requests(body.lines), body.currency),
             pipeline_id=body.pipeline_id,
             stage=body.stage,
             owner_id=owner,
             team_id=user.team,
             account_id=body.account_id,
             contact_id=body.contact_id,
-            region=region,
+            region=parties.region,
             product_line=body.product_line,
         )
         return _result(d, 201)
@@ -481,7 +411,9 @@ async def patch_deal(
             exchange_rate=d.exchange_rate,
             expected_close=body.expected_close if "expected_close" in sent else d.expected_close,
             lines=(
-                await _lines(ctx.store, conn, body.lines, body.currency or d.currency)
+                await handlers.priced_lines(
+                    conn, _line_requests(body.lines), body.currency or d.currency
+                )
                 if body.lines is not None
                 else d.lines
             ),

@@ -298,8 +298,8 @@ async def _check_attached(
     if contact_id is not None:
         with contextlib.suppress(NotFound):  # a missing one is reported by the command
             c = await ContactHandlers(ctx.store).contacts.load(contact_id, conn=conn)
-            access.check_read(user, "contact", c.owner_id, c.team_id)
+            access.check_record_read(user, c)
     if account_id is not None:
         with contextlib.suppress(NotFound):
             a = await AccountHandlers(ctx.store).accounts.load(account_id, conn=conn)
-            access.check_read(user, "account", a.owner_id, a.team_id)
+            access.check_record_read(user, a)

@@ -28,9 +28,7 @@ from crm_runtime.repository import check_version
 from crm_sales import access
 from crm_sales.adapters import work_view
 from crm_sales.application.work import RepHandlers, Router, WorkHandlers
-from crm_sales.domain.account import Account
 from crm_sales.domain.assignment import Rep
-from crm_sales.domain.contact import Contact
 from crm_sales.domain.work import Activity, Task
 from crm_sales.entrypoints.api.common import (
     IdempotencyKey,
@@ -285,14 +283,7 @@ def activity_out(a: Activity) -> dict[str, Any]:
 
 async def _check_about(user: Principal, records: list[Any]) -> None:
     for record in records:
-        kind: access.Kind = (
-            "contact"
-            if isinstance(record, Contact)
-            else "account"
-            if isinstance(record, Account)
-            else "deal"
-        )
-        access.check_read(user, kind, record.owner_id, record.team_id)
+        access.check_record_read(user, record)
 
 
 @activities_router.post("", status_code=201, summary="Log a call, meeting, e-mail or note")
