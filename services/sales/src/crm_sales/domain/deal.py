@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from crm_events.schemas.sales import (
@@ -230,10 +230,3 @@ def _amount(terms: Terms) -> int:
     if terms.lines:
         return sum(line.quantity * line.unit_price_minor for line in terms.lines)
     return terms.amount_minor
-
-
-@dataclass(frozen=True)
-class StageSpan:
-    stage: str
-    entered_at: datetime
-    left_at: datetime | None
