@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from crm_runtime.db import Conn
 from crm_runtime.errors import Conflict
@@ -183,53 +182,3 @@ async def upsert_account(conn: Conn, a: Account, at: datetime) -> None:
         a.version,
         at,
     )
-
-
-def visibility_clause(first_param: int) -> str:
-    """SQL: rows the caller may read. Params: (all: bool, user id, team)."""
-    a, u, t = first_param, first_param + 1, first_param + 2
-    return f"(${a}::bool OR owner_id = ${u} OR (${t}::text IS NOT NULL AND team_id = ${t}))"
-
-
-async def list_rows(
-    conn: Conn,
-    table: str,
-    *,
-    limit: int,
-    after: tuple[datetime, str] | None,
-    see_all: bool,
-    user_id: str,
-    team: str | None,
-    filters: dict[str, Any],
-    search: str | None,
-) -> list[dict[str, Any]]:
-    key = {"contacts": "contact_id", "accounts": "account_id", "deals": "deal_id"}[table]
-    name_col = {"contacts": "display_name", "accounts": "name", "deals": "name"}[table]
-    params: list[Any] = [
-        after[0] if after else None,
-        after[1] if after else None,
-        see_all,
-        user_id,
-        team,
-    ]
-    where = [f"($1::timestamptz IS NULL OR (created_at, {key}) < ($1, $2))", visibility_clause(3)]
-    for column, value in filters.items():
-        if value is None:
-            continue
-        params.append(value)
-        if column == "tag":
-            where.append(f"${len(params)} = ANY(tags)")
-        else:
-            where.append(f"{column} = ${len(params)}")
-    if table != "deals":
-        where.append("merged_into IS NULL")
-    if search:
-        params.append(f"%{search.lower()}%")
-        where.append(f"lower({name_col}) LIKE ${len(params)}")
-    params.append(limit)
-    rows = await conn.fetch(
-        f"SELECT * FROM {table} WHERE {' AND '.join(where)}"
-        f" ORDER BY created_at DESC, {key} DESC LIMIT ${len(params)}",
-        *params,
-    )
-    return [dict(r) for r in rows]

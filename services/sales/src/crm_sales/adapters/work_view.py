@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from crm_runtime.db import Conn
 from crm_sales.domain.assignment import Candidate, Rep
@@ -125,39 +124,3 @@ async def upsert_task(conn: Conn, t: Task, at: datetime) -> None:
         t.version,
         at,
     )
-
-
-async def list_table(
-    conn: Conn,
-    table: str,
-    key: str,
-    *,
-    limit: int,
-    after: tuple[datetime, str] | None,
-    see_all: bool,
-    user_id: str,
-    team: str | None,
-    owner_column: str,
-    filters: dict[str, Any],
-) -> list[dict[str, Any]]:
-    params: list[Any] = [after[0] if after else None, after[1] if after else None]
-    params += [see_all, user_id, team]
-    where = [
-        f"($1::timestamptz IS NULL OR (created_at, {key}) < ($1, $2))",
-        f"($3::bool OR {owner_column} = $4 OR ($5::text IS NOT NULL AND team_id = $5))",
-    ]
-    for column, value in filters.items():
-        if value is None:
-            continue
-        params.append(value)
-        if column == "due_before":
-            where.append(f"due_at < ${len(params)}")
-        else:
-            where.append(f"{column} = ${len(params)}")
-    params.append(limit)
-    rows = await conn.fetch(
-        f"SELECT * FROM {table} WHERE {' AND '.join(where)}"
-        f" ORDER BY created_at DESC, {key} DESC LIMIT ${len(params)}",
-        *params,
-    )
-    return [dict(r) for r in rows]

@@ -22,7 +22,7 @@ from crm_runtime.http.commands import (
 )
 from crm_runtime.http.pagination import Page
 from crm_sales import access
-from crm_sales.adapters import deal_view, directory
+from crm_sales.adapters import deal_view, listing
 from crm_sales.application.deals import DealHandlers, LineRequest
 from crm_sales.domain.deal import Deal, Terms
 from crm_sales.domain.pipeline import Pipeline
@@ -275,7 +275,7 @@ async def list_deals(
     contact_id: str | None = None,
 ) -> Page[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:
-        rows = await directory.list_rows(
+        rows = await listing.list_visible(
             conn,
             "deals",
             limit=limit + 1,
@@ -291,7 +291,6 @@ async def list_deals(
                 "account_id": account_id,
                 "contact_id": contact_id,
             },
-            search=None,
         )
     items = []
     for r in rows[:limit]:

@@ -27,7 +27,7 @@ from crm_runtime.http.commands import (
 from crm_runtime.http.pagination import Page
 from crm_runtime.repository import Repository
 from crm_sales import access
-from crm_sales.adapters import directory
+from crm_sales.adapters import listing
 from crm_sales.application.directory import AccountHandlers, ContactHandlers, custom_fields
 from crm_sales.domain.account import Account
 from crm_sales.domain.contact import Contact
@@ -146,7 +146,7 @@ async def list_contacts(
     owner_id: str | None = None,
 ) -> Page[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:
-        rows = await directory.list_rows(
+        rows = await listing.list_visible(
             conn,
             "contacts",
             limit=limit + 1,
@@ -206,7 +206,7 @@ async def list_accounts(
     owner_id: str | None = None,
 ) -> Page[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:
-        rows = await directory.list_rows(
+        rows = await listing.list_visible(
             conn,
             "accounts",
             limit=limit + 1,

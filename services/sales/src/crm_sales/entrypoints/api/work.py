@@ -26,7 +26,7 @@ from crm_runtime.http.commands import (
 from crm_runtime.http.pagination import Page
 from crm_runtime.repository import check_version
 from crm_sales import access
-from crm_sales.adapters import work_view
+from crm_sales.adapters import listing
 from crm_sales.application.work import RepHandlers, Router, WorkHandlers
 from crm_sales.domain.assignment import Rep
 from crm_sales.domain.work import Activity, Task
@@ -330,16 +330,14 @@ async def list_activities(
     kind: Literal["call", "meeting", "email", "note"] | None = None,
 ) -> Page[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:
-        rows = await work_view.list_table(
+        rows = await listing.list_visible(
             conn,
             "activities",
-            "activity_id",
             limit=limit + 1,
             after=after_of(cursor),
             see_all=access.sees_all(user, "deal"),
             user_id=user.user_id,
             team=user.team,
-            owner_column="owner_id",
             filters={
                 "contact_id": contact_id,
                 "account_id": account_id,
@@ -483,16 +481,14 @@ async def list_tasks(
 ) -> Page[dict[str, Any]]:
     assignee = None if assignee_id == "any" else (assignee_id or user.user_id)
     async with ctx.pool.acquire() as conn:
-        rows = await work_view.list_table(
+        rows = await listing.list_visible(
             conn,
             "tasks",
-            "task_id",
             limit=limit + 1,
             after=after_of(cursor),
             see_all=access.sees_all(user, "deal"),
             user_id=user.user_id,
             team=user.team,
-            owner_column="assignee_id",
             filters={
                 "assignee_id": assignee,
                 "done": done,

@@ -1,0 +1,64 @@
+"""Keyset-paged lists of read-model rows the caller may see, newest first (one for all tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from crm_runtime.db import Conn
+
+# table -> (key column, owner column, name column for ?q=, merged records hidden)
+TABLES: dict[str, tuple[str, str, str | None, bool]] = {
+    "contacts": ("contact_id", "owner_id", "display_name", True),
+    "accounts": ("account_id", "owner_id", "name", True),
+    "deals": ("deal_id", "owner_id", "name", False),
+    "activities": ("activity_id", "owner_id", None, False),
+    "tasks": ("task_id", "assignee_id", None, False),
+}
+
+
+async def list_visible(
+    conn: Conn,
+    table: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    see_all: bool,
+    user_id: str,
+    team: str | None,
+    filters: dict[str, Any],
+    search: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows after the cursor that the caller owns, its team holds, or all with ``see_all``.
+
+    Filters are equality on a column, except ``tag`` (in the tags array) and ``due_before``.
+    """
+    key, owner, name, hide_merged = TABLES[table]
+    params: list[Any] = [after[0] if after else None, after[1] if after else None]
+    params += [see_all, user_id, team]
+    where = [
+        f"($1::timestamptz IS NULL OR (created_at, {key}) < ($1, $2))",
+        f"($3::bool OR {owner} = $4 OR ($5::text IS NOT NULL AND team_id = $5))",
+    ]
+    for column, value in filters.items():
+        if value is None:
+            continue
+        params.append(value)
+        if column == "tag":
+            where.append(f"${len(params)} = ANY(tags)")
+        elif column == "due_before":
+            where.append(f"due_at < ${len(params)}")
+        else:
+            where.append(f"{column} = ${len(params)}")
+    if hide_merged:
+        where.append("merged_into IS NULL")
+    if search and name:
+        params.append(f"%{search.lower()}%")
+        where.append(f"lower({name}) LIKE ${len(params)}")
+    params.append(limit)
+    rows = await conn.fetch(
+        f"SELECT * FROM {table} WHERE {' AND '.join(where)}"
+        f" ORDER BY created_at DESC, {key} DESC LIMIT ${len(params)}",
+        *params,
+    )
+    return [dict(r) for r in rows]
