@@ -18,7 +18,9 @@ async def sales(
     fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
 ) -> AsyncIterator[httpx.AsyncClient]:
     url = await fresh_db("crm_sales")
-    app = create_app(settings_for("sales", database_url=url, scheduler_enabled=False))
+    app = create_app(
+        settings_for("sales", database_url=url, scheduler_enabled=False, consumers_enabled=False)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:

@@ -202,7 +202,7 @@ def test_a_lead_row_records_what_post_leads_records() -> None:
         product_line="crm",
     )
     assert event.data == lead.pending[0].model_dump(mode="json")
-    assert (event.type, event.schema_version) == ("crm.sales.lead.captured", 2)
+    assert (event.type, event.schema_version) == ("crm.sales.lead.captured", 3)
 
 
 def test_row_errors_name_the_column_and_the_reason() -> None:

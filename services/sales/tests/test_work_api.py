@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from crm_runtime.mailcatcher import MailCatcher
+from crm_runtime.scheduler import ManualClock, Scheduler
 from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller as Caller
 from crm_sales.app import create_app
 from crm_sales.jobs import jobs_for
-from crm_sales.scheduler import ManualClock, Scheduler
 
 pytestmark = pytest.mark.integration
 

@@ -95,7 +95,7 @@ def test_payloads_are_frozen_and_forbid_unknown_fields() -> None:
         lead.name = "other"  # type: ignore[misc]
     with pytest.raises(ValidationError):
         LeadCaptured(lead_id="l", customer_id="c", name="N", source="manual", extra=1)  # type: ignore[call-arg]
-    assert registry.type_of(lead) == ("crm.sales.lead.captured", 2)
+    assert registry.type_of(lead) == ("crm.sales.lead.captured", 3)
 
 
 def test_one_name_one_model_per_version() -> None:

@@ -51,6 +51,17 @@ SUMMARIES: dict[str, Summariser] = {
     "crm.sales.invoice.paid": lambda d: (
         f"Invoice paid in full ({_money(d['paid_minor'], d['currency'])})"
     ),
+    "crm.sales.customer.identified": lambda d: (
+        f"Recognised by e-mail in {d['sighted_in']} as an existing "
+        + ("contact" if d["matched_by"] == "contact_email" else "lead")
+    ),
+    "crm.marketing.person.sighted": lambda d: (
+        "First seen in marketing" + (f" ({d['source_detail']})" if d.get("source_detail") else "")
+    ),
+    "crm.service.person.sighted": lambda d: (
+        "First seen by the service desk"
+        + (f" ({d['source_detail']})" if d.get("source_detail") else "")
+    ),
     "crm.sales.account.inactivity_flagged": lambda d: (
         f"No activity for {d['days_without_activity']} days; the owner was reminded"
     ),
@@ -128,7 +139,8 @@ ON CONFLICT (event_id) DO NOTHING
 
 MERGED = ("crm.sales.contact.merged", "crm.sales.account.merged")
 UNDONE = ("crm.sales.contact.merge_undone", "crm.sales.account.merge_undone")
-IDENTITY_TYPES = frozenset({*MERGED, *UNDONE, "crm.sales.lead.converted"})
+IDENTIFIED = "crm.sales.customer.identified"
+IDENTITY_TYPES = frozenset({*MERGED, *UNDONE, "crm.sales.lead.converted", IDENTIFIED})
 
 
 async def apply_identity(conn: Conn, event: CloudEvent) -> None:
@@ -140,6 +152,15 @@ async def apply_identity(conn: Conn, event: CloudEvent) -> None:
         )
     elif event.type in UNDONE:
         await conn.execute("DELETE FROM customer_links WHERE link_id = $1", d["merge_id"])
+    elif event.type == IDENTIFIED:  # another context's provisional id is this customer (§5)
+        await link_customers(
+            conn,
+            f"identified:{d['alias_id']}",
+            d["alias_id"],
+            d["customer_id"],
+            "identified",
+            event,
+        )
     elif event.type == "crm.sales.lead.converted" and d["lead_customer_id"] != d["customer_id"]:
         await link_customers(
             conn, f"lead:{d['lead_id']}", d["lead_customer_id"], d["customer_id"], "lead", event

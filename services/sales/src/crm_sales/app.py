@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
+from crm_sales.application.identity import run_identity_desk
 from crm_sales.entrypoints.api import billing, deals, directory, imports, leads, work
 from crm_sales.jobs import run_scheduler
 
@@ -34,6 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             work.tasks_router,
         ],
         migrations=["crm_sales"],
-        background=[run_scheduler],
+        background=[run_scheduler, run_identity_desk],
         feed_roles=("analyst", "sales_manager"),
     )

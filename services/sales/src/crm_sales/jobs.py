@@ -9,8 +9,8 @@ import asyncpg
 
 from crm_runtime.context import ServiceContext
 from crm_runtime.mail import Mailer
+from crm_runtime.scheduler import Job, Scheduler
 from crm_sales.application.reminders import flag_inactive_top_accounts, send_pending_reminders
-from crm_sales.scheduler import Job, Scheduler
 
 
 def jobs_for(ctx: ServiceContext) -> dict[str, Job]:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = Field(
         default=True, description="run time-based rules (reminders, overdue invoices) in-process"
     )
+    consumers_enabled: bool = Field(
+        default=True,
+        description="run the service's Kafka consumers (e.g. the people directory) beside the API",
+    )
     scheduler_interval: float = Field(default=60.0, gt=0, description="seconds between ticks")
     reminder_inactive_days: int = Field(
         default=30, ge=1, description="a top-tier account without activity this long: remind"

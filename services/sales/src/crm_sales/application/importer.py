@@ -769,6 +769,7 @@ class _Leads(_Spec):
             "team_id": self.team_id,
             "region": v["region"],
             "product_line": v["product_line"],
+            "attribution": None,
         }
         # With an e-mail, the API's rule finds duplicates; without, the whole row is the key.
         row = [v[k] for k in ("name", "phone", "company", "source_detail", "region")]

@@ -34,6 +34,8 @@ class CaptureLead:
     team_id: str | None = None
     region: str | None = None
     product_line: str | None = None
+    attribution: dict[str, str] | None = None
+    customer_id: str | None = None  # given by another context (§5)
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,11 @@ class LeadHandlers:
     async def capture(self, conn: Conn, cmd: CaptureLead, meta: Metadata) -> Lead:
         if cmd.email:
             await self.check_duplicate(conn, cmd.email.strip().lower())
-        # The customer id is minted here: sales is the system of record for customers.
+        # The customer id is minted here (sales is the system of record for customers), unless
+        # another context already minted a provisional one for this person (docs/identity.md).
         lead = Lead.capture(
             str(uuid.uuid4()),
-            str(uuid.uuid4()),
+            cmd.customer_id or str(uuid.uuid4()),
             name=cmd.name,
             source=cmd.source,
             email=cmd.email,
@@ -73,6 +76,7 @@ class LeadHandlers:
             team_id=cmd.team_id,
             region=cmd.region,
             product_line=cmd.product_line,
+            attribution=cmd.attribution,
         )
         if cmd.owner_id is None:  # nobody took it: the assignment rules route it
             decision = await self.router.decide(conn, "lead", cmd.region, cmd.product_line)

@@ -56,6 +56,7 @@ class Lead(Aggregate):
         team_id: str | None = None,
         region: str | None = None,
         product_line: str | None = None,
+        attribution: dict[str, str] | None = None,
     ) -> Lead:
         lead = cls(lead_id)
         lead.record(
@@ -72,6 +73,7 @@ class Lead(Aggregate):
                 team_id=team_id,
                 region=region,
                 product_line=product_line,
+                attribution=attribution,
             )
         )
         return lead

@@ -28,7 +28,7 @@ class LeadCapturedV1(EventPayload):
 
 
 @event_type("crm.sales.lead.captured", version=2, public=True)
-class LeadCaptured(EventPayload):
+class LeadCapturedV2(EventPayload):
     """A new lead was captured from a source."""
 
     lead_id: str
@@ -49,6 +49,33 @@ class LeadCaptured(EventPayload):
 def _lead_captured_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v2 added team, region and product line for assignment; v1 leads had none."""
     return {**data, "team_id": None, "region": None, "product_line": None}
+
+
+@event_type("crm.sales.lead.captured", version=3, public=True)
+class LeadCaptured(EventPayload):
+    """A new lead was captured from a source."""
+
+    lead_id: str
+    customer_id: str
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    source: LeadSource
+    source_detail: str | None = Field(default=None, description="campaign id, form id, referrer")
+    owner_id: str | None = None
+    team_id: str | None = None
+    region: str | None = Field(default=None, description="sales region, used for routing")
+    product_line: str | None = Field(default=None, description="product interest, for routing")
+    attribution: dict[str, str] | None = Field(
+        default=None, description="utm_source, utm_medium, utm_campaign, referrer of a web lead"
+    )
+
+
+@upcaster("crm.sales.lead.captured", from_version=2)
+def _lead_captured_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 added the marketing attribution of web leads; earlier leads had none."""
+    return {**data, "attribution": None}
 
 
 @event_type("crm.sales.lead.qualified", version=1, public=True)

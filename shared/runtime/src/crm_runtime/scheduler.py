@@ -1,8 +1,8 @@
 """Time-based rules on a schedule, with an injectable clock (tests move time, never sleep).
 
-One replica runs the jobs (a PostgreSQL advisory lock elects it); the others stand by. A job is
-``async (pool, now) -> int`` and manages its own transactions; a failing job is logged and the
-others still run.
+One replica per service runs the jobs (a PostgreSQL advisory lock elects it); the others stand
+by. A job is ``async (pool, now) -> int`` and manages its own transactions; a failing job is
+logged and the others still run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from crm_runtime.tasks import sleep_or_stop
 log = logging.getLogger(__name__)
 
 Job = Callable[[asyncpg.Pool, datetime], Awaitable[int]]
-LEADER_LOCK = 0x5A1E5_5C4ED  # the sales scheduler's advisory lock key
+LEADER_LOCK = (
+    0x5A1E5_5C4ED  # advisory lock key of the schedulers (each service has its own database)
+)
 
 
 class Clock(Protocol):
