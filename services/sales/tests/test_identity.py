@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -140,3 +141,45 @@ async def test_a_support_requester_nobody_knows_becomes_a_contact(
     assert full["emails"] == ["carol@example.com"]
     assert full["last_name"] == "Carol"
     assert (await admin.get("/leads")).json()["items"] == []
+
+
+async def test_a_breach_on_a_top_tier_customer_becomes_a_task_for_the_account_owner(
+    app_ctx: tuple[ApiCaller, ServiceContext, EventProcessor],
+) -> None:
+    admin, _, desk = app_ctx
+    account = (
+        await admin.post("/accounts", json={"name": "Big Co", "tier": "top", "owner_id": "olga"})
+    ).json()
+    contact = (
+        await admin.post(
+            "/contacts",
+            json={"last_name": "Buyer", "emails": ["b@big.co"], "account_id": account["id"]},
+        )
+    ).json()
+    example = json.loads(
+        (
+            resources.files("crm_events") / "examples" / "crm.service.ticket.escalated" / "v1.json"
+        ).read_text()
+    )
+    data = {
+        **example,
+        "ticket_id": "T-1",
+        "customer_id": contact["customer_id"],
+        "rule_kind": "sla_breach",
+        "customer_tier": "top",
+    }
+    ce = CloudEvent(
+        id=uuid.uuid4(),
+        source="/crm/service-desk",
+        type="crm.service.ticket.escalated",
+        time="2026-11-01T10:00:00Z",  # type: ignore[arg-type]
+        subject=contact["customer_id"],
+        streamid="escalation-T-1",
+        streamversion=1,
+        schemaversion=1,
+        data=data,
+    )
+    await desk.process_batch([record(ce, 0), record(ce, 1)])  # redelivered: one task
+    olga = (await admin.get("/tasks", params={"assignee_id": "olga"})).json()["items"]
+    assert len(olga) == 1
+    assert olga[0]["priority"] == "high" and "T-1" in olga[0]["title"]

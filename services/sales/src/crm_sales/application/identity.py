@@ -1,4 +1,5 @@
-"""Sales answers the people other contexts meet (design §5, docs/identity.md).
+"""What sales hears from the other contexts: the people they meet (design §5,
+docs/identity.md) and service-desk escalations meant for account owners.
 
 Marketing and the service desk publish ``crm.<context>.person.sighted`` with a provisional
 customer id when nobody knows an e-mail address. Sales, the system of record for customers,
@@ -15,22 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from crm_events import CloudEvent, EventPayload, context_topic
 from crm_events.schemas.identity import CustomerIdentified, PersonSighted
-from crm_events.schemas.sales import ContactDetails
+from crm_events.schemas.sales import About, ContactDetails
 from crm_runtime.context import ServiceContext
 from crm_runtime.db import Conn
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
 from crm_sales.adapters import directory
 from crm_sales.application.directory import ContactHandlers
 from crm_sales.application.leads import CaptureLead, LeadHandlers
+from crm_sales.application.work import WorkHandlers
 from crm_sales.domain.contact import normalise_email
+from crm_sales.domain.work import Task
 
 log = logging.getLogger(__name__)
 
 SIGHTINGS = frozenset({"crm.marketing.person.sighted", "crm.service.person.sighted"})
+ESCALATED = "crm.service.ticket.escalated"
 Answer = Literal["identified_contact", "identified_lead", "lead_captured", "contact_created"]
 
 
@@ -122,6 +128,57 @@ async def _identified(
     )
 
 
+async def task_for_escalation(
+    conn: Conn, store: EventStore, d: dict[str, Any], meta: Metadata
+) -> str | None:
+    """A service-desk escalation that asks for the account owner (an SLA breach on a top-tier
+    customer) becomes a high-priority task for the owner of the customer's account — or of the
+    contact when it has no account. Returns the task id, or None when nobody owns the customer."""
+    if not d.get("notify_account_owner", d.get("rule_kind") == "sla_breach"):
+        return None
+    if not d.get("customer_id"):
+        return None
+    # a provisional id sales identified stands for the customer it was identified as
+    customer = (
+        await conn.fetchval(
+            "SELECT payload->>'customer_id' FROM events WHERE stream_id = $1 LIMIT 1",
+            f"identity-{d['customer_id']}",
+        )
+        or d["customer_id"]
+    )
+    row = await conn.fetchrow(
+        """
+        SELECT c.contact_id, c.account_id, COALESCE(a.owner_id, c.owner_id) AS owner_id,
+               COALESCE(a.team_id, c.team_id) AS team_id, COALESCE(a.name, c.display_name) AS name
+        FROM contacts c LEFT JOIN accounts a ON a.account_id = c.account_id
+        WHERE c.customer_id = $1 ORDER BY c.merged_into IS NULL DESC LIMIT 1
+        """,
+        customer,
+    )
+    if row is None:
+        row = await conn.fetchrow(
+            "SELECT NULL AS contact_id, account_id, owner_id, team_id, name FROM accounts"
+            " WHERE customer_id = $1 LIMIT 1",
+            customer,
+        )
+    if row is None or row["owner_id"] is None:
+        return None
+    task = Task.create(
+        str(uuid.uuid4()),
+        title=f"Service escalation for {row['name']}: ticket {d['ticket_id']}",
+        notes=f"{d.get('reason') or 'an SLA was breached'} (tier {d.get('customer_tier')})",
+        about=About(contact_id=row["contact_id"], account_id=row["account_id"]),
+        customer_id=customer,
+        due_at=datetime.now(UTC) + timedelta(days=1),
+        assignee_id=row["owner_id"],
+        team_id=row["team_id"],
+        priority="high",
+        origin=f"escalation:{d['ticket_id']}:{d.get('episode')}",
+    )
+    await WorkHandlers(store).create_task(conn, task, meta)
+    return task.id
+
+
 class IdentityDesk:
     """The projection that answers sightings (a consumer of marketing's and service's topics)."""
 
@@ -131,15 +188,19 @@ class IdentityDesk:
         self.store = store
 
     def handles(self, event_type: str) -> bool:
-        return event_type in SIGHTINGS
+        return event_type in SIGHTINGS or event_type == ESCALATED
 
     async def apply(self, conn: Conn, event: CloudEvent, payload: EventPayload) -> None:
-        assert isinstance(payload, PersonSighted)
         meta = Metadata(
             actor=f"system:{event.context}",
             correlation_id=event.correlationid,
             causation_id=str(event.id),
         )
+        if event.type == ESCALATED:
+            task = await task_for_escalation(conn, self.store, event.data, meta)
+            log.info("service escalation received", extra={"task_created": task is not None})
+            return
+        assert isinstance(payload, PersonSighted)
         answer = await answer_sighting(conn, self.store, event.context, payload, meta)
         log.info("person sighting answered", extra={"answer": answer, "context": event.context})
 

@@ -1,0 +1,125 @@
+"""Mail to customers through an outbox: written in the command's transaction, sent after commit.
+
+Each message keeps the Message-ID chosen when it was written (and recorded in the ticket's
+event), so a customer's reply (In-Reply-To / References) finds its ticket. A failed send stays
+pending and the scheduler retries it; replicas claim rows with SKIP LOCKED and a lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import aiosmtplib
+import asyncpg
+
+from crm_runtime.db import Conn
+from crm_runtime.mail import Mailer
+from crm_service_desk.adapters import tickets_view
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 10
+LEASE = timedelta(minutes=2)
+
+
+def new_message_id(sender: str) -> str:
+    return make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+
+
+async def enqueue(
+    conn: Conn,
+    *,
+    ticket_id: str,
+    purpose: str,
+    to: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    now: datetime,
+    in_reply_to: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO ticket_outbox (mail_id, ticket_id, purpose, to_address, subject, body,"
+        " message_id, in_reply_to, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        str(uuid.uuid4()),
+        ticket_id,
+        purpose,
+        to,
+        subject,
+        body,
+        message_id,
+        in_reply_to,
+        now,
+    )
+    await tickets_view.remember_message(conn, message_id, ticket_id, "out")
+
+
+def build(mailer: Mailer, row: asyncpg.Record) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = mailer.sender
+    msg["To"] = row["to_address"]
+    msg["Subject"] = row["subject"]
+    msg["Message-ID"] = row["message_id"]
+    if row["in_reply_to"]:
+        msg["In-Reply-To"] = row["in_reply_to"]
+        msg["References"] = row["in_reply_to"]
+    if row["purpose"] != "reply":  # machine-written: auto-responders must not answer it
+        msg["Auto-Submitted"] = "auto-generated"
+    msg["X-CRM-Ticket"] = row["ticket_id"]
+    msg.set_content(row["body"])
+    return msg
+
+
+async def send_pending(
+    pool: asyncpg.Pool, mailer: Mailer, now: datetime, *, ticket_id: str | None = None
+) -> int:
+    """Send what is due (of one ticket, or all); return how many were sent."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """
+            UPDATE ticket_outbox SET claimed_until = $1::timestamptz + $4::interval
+            WHERE mail_id IN (
+                SELECT mail_id FROM ticket_outbox
+                WHERE sent_at IS NULL AND attempts < $2
+                  AND (claimed_until IS NULL OR claimed_until < $1)
+                  AND ($3::text IS NULL OR ticket_id = $3)
+                ORDER BY created_at LIMIT 100
+                FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """,
+            now,
+            MAX_ATTEMPTS,
+            ticket_id,
+            LEASE,
+        )
+    sent = 0
+    for row in sorted(rows, key=lambda r: r["created_at"]):
+        error: str | None = None
+        try:
+            await aiosmtplib.send(
+                build(mailer, row),
+                hostname=mailer.host,
+                port=mailer.port,
+                username=mailer.username,
+                password=mailer.password,
+                use_tls=mailer.use_tls,
+                start_tls=mailer.start_tls if mailer.start_tls else False,
+                timeout=mailer.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("ticket mail not sent", extra={"error": type(exc).__name__})
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE ticket_outbox SET sent_at = $2, last_error = $3, attempts = attempts + 1,"
+                " claimed_until = NULL WHERE mail_id = $1",
+                row["mail_id"],
+                None if error else now,
+                error,
+            )
+        sent += error is None
+    return sent

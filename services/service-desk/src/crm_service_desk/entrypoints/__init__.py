@@ -1,0 +1,1 @@
+"""Service-desk entrypoints package."""

@@ -1,0 +1,242 @@
+"""Calendars, SLA policies and the SLA job over real PostgreSQL, driven by a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sdr_support import Stack, insert_ticket, sdr_stack, set_status
+
+from crm_runtime.scheduler import ManualClock, Scheduler
+from crm_runtime.settings import Settings
+from crm_runtime.testing import ApiCaller
+from crm_service_desk.application.sla import sla_jobs
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2030, 1, 7, 9, tzinfo=UTC)  # a Monday, 09:00 UTC
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path,
+    fresh_db: Callable[..., Any],
+    settings_for: Callable[..., Settings],
+    token: Callable[..., str],
+) -> AsyncIterator[Stack]:
+    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
+        yield s
+
+
+async def configure(meg: ApiCaller) -> None:
+    always = {
+        "name": "Round the clock",
+        "timezone": "UTC",
+        "hours": [
+            {"weekday": d, "intervals": [["00:00", "24:00"]]} for d in (*WEEKDAYS, "sat", "sun")
+        ],
+    }
+    office = {
+        "name": "London office",
+        "timezone": "Europe/London",
+        "hours": [{"weekday": d, "intervals": [["09:00", "17:00"]]} for d in WEEKDAYS],
+        "holidays": [{"day": "2030-01-08", "name": "company day"}],
+    }
+    assert (await meg.put("/calendars/always", json=always)).status_code == 201
+    assert (await meg.put("/calendars/office", json=office)).status_code == 201
+    for priority, cal, first, resolve in (
+        ("high", "always", 60, 240),
+        ("normal", "office", 120, 960),
+    ):
+        r = await meg.put(
+            f"/sla-policies/{priority}",
+            json={
+                "calendar_id": cal,
+                "first_response_minutes": first,
+                "resolution_minutes": resolve,
+            },
+        )
+        assert r.status_code == 201, r.text
+
+
+async def test_calendar_and_policy_api(stack: Stack) -> None:
+    meg = stack.user("service_manager", user="meg")
+    agent = stack.user("service_agent", user="ana")
+    await configure(meg)
+
+    bad_zone = await meg.put(
+        "/calendars/x",
+        json={
+            "name": "x",
+            "timezone": "Mars/Base",
+            "hours": [{"weekday": "mon", "intervals": [["09:00", "17:00"]]}],
+        },
+    )
+    assert bad_zone.status_code == 422 and bad_zone.json()["errors"][0]["field"] == "timezone"
+    bad_hours = await meg.put(
+        "/calendars/x",
+        json={
+            "name": "x",
+            "timezone": "UTC",
+            "hours": [{"weekday": "mon", "intervals": [["17:00", "09:00"]]}],
+        },
+    )
+    assert bad_hours.status_code == 422
+    assert bad_hours.json()["errors"][0]["field"] == "hours.0.intervals.0"
+    bad_day = await meg.put(
+        "/calendars/x",
+        json={"name": "x", "timezone": "UTC", "hours": [{"weekday": "funday", "intervals": []}]},
+    )
+    assert bad_day.status_code == 422 and bad_day.json()["errors"][0]["field"] == "hours.0.weekday"
+    assert (await meg.get("/calendars/x")).status_code == 404  # nothing was created
+
+    no_cal = await meg.put(
+        "/sla-policies/low",
+        json={"calendar_id": "nope", "first_response_minutes": 10, "resolution_minutes": 20},
+    )
+    assert no_cal.status_code == 422 and no_cal.json()["errors"][0]["field"] == "calendar_id"
+    assert (
+        await meg.put(
+            "/sla-policies/critical",
+            json={"calendar_id": "office", "first_response_minutes": 10, "resolution_minutes": 20},
+        )
+    ).status_code == 422
+    zero = await meg.put(
+        "/sla-policies/low",
+        json={"calendar_id": "office", "first_response_minutes": 0, "resolution_minutes": 20},
+    )
+    assert zero.status_code == 422 and zero.json()["errors"][0]["field"] == "first_response_minutes"
+    assert (
+        await agent.put(
+            "/sla-policies/low",
+            json={"calendar_id": "office", "first_response_minutes": 10, "resolution_minutes": 20},
+        )
+    ).status_code == 403
+
+    high = await agent.get("/sla-policies/high")
+    assert high.status_code == 200 and high.json()["at_risk_percent"] == 80
+    changed = await meg.put(
+        "/sla-policies/high",
+        json={
+            "calendar_id": "always",
+            "first_response_minutes": 60,
+            "resolution_minutes": 240,
+            "at_risk_percent": 75,
+        },
+        headers={"If-Match": '"1"'},
+    )
+    assert changed.status_code == 200 and changed.json()["version"] == 2
+    assert [p["priority"] for p in (await agent.get("/sla-policies")).json()] == ["high", "normal"]
+    assert len((await agent.get("/sla-policies/high/history")).json()) == 2
+
+    # business time of a calendar: Monday 16:00 London (= UTC in winter) + 2 business hours
+    # skips the night and the company day (Tuesday) to Wednesday 10:00
+    bt = await agent.get(
+        "/calendars/office/business-time",
+        params={"start": "2030-01-07T16:00:00Z", "end": "2030-01-09T10:00:00Z", "add_minutes": 120},
+    )
+    assert bt.status_code == 200, bt.text
+    assert bt.json()["business_minutes"] == 120
+    assert bt.json()["reached_at"].startswith("2030-01-09T10:00:00")
+    cals = (await agent.get("/calendars")).json()
+    assert [c["calendar_id"] for c in cals] == ["always", "office"]
+
+
+async def test_sla_job_warns_breaches_once_pauses_and_counts_reopenings(stack: Stack) -> None:
+    meg = stack.user("service_manager", user="meg")
+    await configure(meg)  # high: 24x7, 60/240 min; normal: office hours, 120/960; low: none
+    pool = stack.ctx.pool
+    async with pool.acquire() as conn:
+        for ticket_id, priority in (
+            ("hi", "high"),
+            ("paused", "high"),
+            ("office", "normal"),
+            ("low", "low"),
+        ):
+            await insert_ticket(
+                conn,
+                ticket_id,
+                priority=priority,
+                created_at=T0,
+                queue_id="emea",
+                assignee_id="ana",
+            )
+            await set_status(conn, ticket_id, "new", T0)
+    clock = ManualClock(T0)
+    scheduler = Scheduler(pool, sla_jobs(stack.ctx), clock)
+
+    async def tick_at(minutes: float) -> int:
+        clock.current = T0 + timedelta(minutes=minutes)
+        return (await scheduler.tick())["sla.evaluate"]
+
+    async def change(ticket_id: str, status: str, minutes: float, **cols: Any) -> None:
+        async with pool.acquire() as conn:
+            await set_status(conn, ticket_id, status, T0 + timedelta(minutes=minutes), **cols)
+
+    assert await tick_at(30) == 0
+    await change("paused", "waiting_on_customer", 40)
+    assert await tick_at(50) == 1  # hi: 50 of 60 first-response minutes -> at risk
+    assert await tick_at(65) == 1  # hi: first response breached
+    assert await tick_at(66) == 0  # nothing twice
+    await change("hi", "in_progress", 70, first_response_at=T0 + timedelta(minutes=70))
+    assert await tick_at(210) == 2  # hi: resolution at risk (210/240); office: 210/120 breached
+    await change("hi", "resolved", 220, resolved_at=T0 + timedelta(minutes=220))
+    assert await tick_at(240) == 0  # hi resolved in time: met
+    await change("hi", "in_progress", 300)  # reopened: a new resolution episode
+    assert await tick_at(540) == 1  # 240 minutes into episode 2: breached
+    # office hours: Monday 09-17 (480 min), Tuesday a holiday, Wednesday from 09:00
+    wednesday = (datetime(2030, 1, 9, 10, tzinfo=UTC) - T0).total_seconds() / 60
+    assert await tick_at(wednesday) == 0  # 540 of 960
+    assert await tick_at(wednesday + 240) == 1  # 780 >= 768 (80 %): at risk
+
+    agent = stack.user("service_agent", user="ana")
+    hi = (await agent.get("/sla/tickets/hi")).json()
+    states = {(t["target"], t["episode"]): t for t in hi["targets"]}
+    assert states[("first_response", 1)]["status"] == "breached"
+    assert states[("first_response", 1)]["stopped_at"] is not None
+    assert states[("resolution", 1)]["status"] == "met"
+    assert states[("resolution", 1)]["elapsed_minutes"] == 220
+    assert states[("resolution", 2)]["status"] == "breached"
+    assert [(e["type"], e["data"]["target"], e["data"]["episode"]) for e in hi["events"]] == [
+        ("crm.service.sla.at_risk_flagged", "first_response", 1),
+        ("crm.service.sla.breached", "first_response", 1),
+        ("crm.service.sla.at_risk_flagged", "resolution", 1),
+        ("crm.service.sla.breached", "resolution", 2),
+    ]
+    paused = {
+        (t["target"], t["episode"]): t
+        for t in (await agent.get("/sla/tickets/paused")).json()["targets"]
+    }
+    assert paused[("first_response", 1)]["status"] == "paused"
+    assert paused[("first_response", 1)]["elapsed_minutes"] == 40
+    assert (await agent.get("/sla/tickets/low")).status_code == 404  # no policy for low
+
+    risky = (await agent.get("/sla/at-risk")).json()["items"]
+    assert [(r["ticket_id"], r["target"]) for r in risky] == [("office", "resolution")]
+    assert risky[0]["due_at"].startswith("2030-01-09T17:00:00")  # 180 business minutes left
+    assert risky[0]["queue_id"] == "emea" and risky[0]["subject"] == "Ticket office"
+    everything = (
+        await agent.get("/sla/at-risk", params={"include_breached": "true", "limit": 1})
+    ).json()
+    assert len(everything["items"]) == 1 and everything["next_cursor"]
+    rest = (
+        await agent.get(
+            "/sla/at-risk",
+            params={"include_breached": "true", "limit": 10, "cursor": everything["next_cursor"]},
+        )
+    ).json()
+    seen = {(r["ticket_id"], r["target"]) for r in everything["items"] + rest["items"]}
+    assert seen == {("office", "resolution"), ("office", "first_response"), ("hi", "resolution")}
+
+    # a restarted scheduler (new instance) fires nothing again
+    again = Scheduler(pool, sla_jobs(stack.ctx), clock)
+    assert (await again.tick())["sla.evaluate"] == 0
+    # the events are in the service's feed with the customer as subject
+    async with pool.acquire() as conn:
+        subjects = await conn.fetch(
+            "SELECT DISTINCT subject FROM events WHERE event_type LIKE 'crm.service.sla.%'"
+        )
+    assert {r["subject"] for r in subjects} == {"c-hi", "c-office"}
