@@ -59,6 +59,8 @@ async def app_ctx(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:
             admin = ApiCaller(c, token("admin", user="boss"))
+            app.state.manager = ApiCaller(c, token("sales_manager", user="mgr"))
+            ctx.extras["manager"] = app.state.manager
             yield admin, ctx, EventProcessor(ctx.pool, IdentityDesk(ctx.store), no_letters)
 
 
@@ -132,10 +134,13 @@ async def test_a_known_address_is_identified_not_duplicated(
 async def test_a_support_requester_nobody_knows_becomes_a_contact(
     app_ctx: tuple[ApiCaller, ServiceContext, EventProcessor],
 ) -> None:
-    admin, _, desk = app_ctx
+    admin, ctx, desk = app_ctx
     seen = sighting("service-desk", "carol@example.com", "customer", first_name="Carol")
     await desk.process_batch([record(seen, 0)])
     [contact] = (await admin.get("/contacts")).json()["items"]
+    # nobody owns it yet: the managers see it in their lists, to hand it out
+    manager: ApiCaller = ctx.extras["manager"]  # type: ignore[assignment]
+    assert [c["id"] for c in (await manager.get("/contacts")).json()["items"]] == [contact["id"]]
     assert contact["customer_id"] == seen.data["customer_id"]
     full = (await admin.get(f"/contacts/{contact['id']}")).json()
     assert full["emails"] == ["carol@example.com"]

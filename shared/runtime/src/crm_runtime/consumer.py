@@ -207,6 +207,19 @@ class KafkaConsumerRunner:
         self.topics = topics
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Create the topics first: a consumer subscribed to a topic that does not exist yet
+        # would only notice it at its next metadata refresh (minutes later).
+        admin = kafka.admin(self.settings)
+        await admin.start()
+        try:
+            await kafka.ensure_topics(
+                admin,
+                self.topics,
+                self.settings.kafka_partitions,
+                self.settings.kafka_replication_factor,
+            )
+        finally:
+            await admin.close()
         producer = kafka.producer(self.settings)
         consumer = kafka.consumer(self.settings, *self.topics, group_id=self.projection.name)
         await producer.start()

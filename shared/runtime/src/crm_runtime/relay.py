@@ -232,18 +232,26 @@ class OutboxRelay:
         )
         lost = bool(created) and (self.state.cursor != Checkpoint() or bool(self.state.acked))
         if not lost and self.state.acked:
+            # Only the context topic is compared with what was acknowledged: it has this relay
+            # as its one writer. The public topic has one writer per context, and its high-water
+            # mark is no measure of one writer's records (the embedded broker even reports it
+            # low while producers interleave); its loss shows as the topic being gone (above).
             tps = []
             for name in self.state.acked:
                 topic, _, part = name.rpartition(":")
-                tps.append(TopicPartition(topic, int(part)))
+                if topic == self.topic:
+                    tps.append(TopicPartition(topic, int(part)))
             try:
                 ends = await self._offsets.end_offsets(tps)
             except Exception:
                 log.warning("could not read end offsets; treating history as lost")
                 ends = {}
+            # The embedded broker's high-water mark counts batches, not records (it reports
+            # the last batch's base offset + 1), so there it may trail the acks by a batch.
+            slack = self.settings.relay_batch_size if self.settings.kafka_embedded else 0
             for tp in tps:
                 end = ends.get(tp)
-                if end is None or end <= self.state.acked[f"{tp.topic}:{tp.partition}"]:
+                if end is None or end + slack <= self.state.acked[f"{tp.topic}:{tp.partition}"]:
                     lost = True
                     break
         if lost:

@@ -28,17 +28,21 @@ async def list_visible(
     team: str | None,
     filters: dict[str, Any],
     search: str | None = None,
+    unassigned: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows after the cursor that the caller owns, its team holds, or all with ``see_all``.
+    """Rows after the cursor that the caller owns, its team holds, or all with ``see_all``;
+    ``unassigned``: also the rows nobody owns and no team holds (a manager's to hand out, as
+    ``access.can_read`` says).
 
     Filters are equality on a column, except ``tag`` (in the tags array) and ``due_before``.
     """
     key, owner, name, hide_merged = TABLES[table]
     params: list[Any] = [after[0] if after else None, after[1] if after else None]
-    params += [see_all, user_id, team]
+    params += [see_all, user_id, team, unassigned]
     where = [
         f"($1::timestamptz IS NULL OR (created_at, {key}) < ($1, $2))",
-        f"($3::bool OR {owner} = $4 OR ($5::text IS NOT NULL AND team_id = $5))",
+        f"($3::bool OR {owner} = $4 OR ($5::text IS NOT NULL AND team_id = $5)"
+        f" OR ($6::bool AND {owner} IS NULL AND team_id IS NULL))",
     ]
     for column, value in filters.items():
         if value is None:

@@ -281,6 +281,7 @@ async def list_deals(
             limit=limit + 1,
             after=after_of(cursor),
             see_all=access.sees_all(user, "deal"),
+            unassigned="sales_manager" in user.roles,
             user_id=user.user_id,
             team=user.team,
             filters={

@@ -336,6 +336,7 @@ async def list_activities(
             limit=limit + 1,
             after=after_of(cursor),
             see_all=access.sees_all(user, "deal"),
+            unassigned="sales_manager" in user.roles,
             user_id=user.user_id,
             team=user.team,
             filters={
@@ -487,6 +488,7 @@ async def list_tasks(
             limit=limit + 1,
             after=after_of(cursor),
             see_all=access.sees_all(user, "deal"),
+            unassigned="sales_manager" in user.roles,
             user_id=user.user_id,
             team=user.team,
             filters={
