@@ -65,6 +65,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
+        self._ends: dict[str, int] = {}  # "topic:partition" -> high-water mark at the last check
         self.is_leader = False
         self._cursor_conn: Any = None
 
@@ -246,20 +247,29 @@ class OutboxRelay:
             except Exception:
                 log.warning("could not read end offsets; treating history as lost")
                 ends = {}
-            # The embedded broker's high-water mark counts batches, not records (it reports
-            # the last batch's base offset + 1), so there it may trail the acks by a batch.
+            # A live partition's high-water mark never goes back: seen lower than at the last
+            # check, the partition lost records. Before a first sighting, it must not be empty
+            # and not be behind the acks (by a batch on the embedded broker, whose mark counts
+            # batches, not records).
             slack = self.settings.relay_batch_size if self.settings.kafka_embedded else 0
             for tp in tps:
+                name = f"{tp.topic}:{tp.partition}"
                 end = ends.get(tp)
-                if end is None or end + slack <= self.state.acked[f"{tp.topic}:{tp.partition}"]:
+                seen = self._ends.get(name)
+                if end is None or (seen is not None and end < seen):
                     lost = True
+                elif seen is None and (end == 0 or end + slack <= self.state.acked[name]):
+                    lost = True  # empty, or far behind what it acknowledged
+                if lost:
                     break
+                self._ends[name] = end
         if lost:
             log.warning(
                 "broker lost history; republishing from the event store",
                 extra={"topic": self.topic, "from_position": self.state.cursor.position},
             )
             REPUBLISHES.labels(self.topic).inc()
+            self._ends.clear()
             async with self.pool.acquire() as conn:
                 await conn.execute(
                     "UPDATE relay_state SET cursor_txid = '0'::xid8, cursor_position = 0,"
