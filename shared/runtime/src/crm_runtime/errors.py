@@ -69,3 +69,15 @@ class InvalidInput(CrmError):
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+class TooManyRequests(CrmError):
+    """A client sent more requests than its limit; ``retry_after`` seconds until it may again."""
+
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many requests; try again in {retry_after} s", retry_after=retry_after
+        )

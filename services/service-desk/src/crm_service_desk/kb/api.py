@@ -28,6 +28,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
+from crm_runtime.http.ratelimit import limit_per_client
 from crm_runtime.logs import correlation_id
 from crm_service_desk.config import DeskSettings
 from crm_service_desk.kb import tokens, views
@@ -94,7 +95,13 @@ SearchText = Annotated[
 
 router = APIRouter(prefix="/kb", tags=["knowledge base"])
 tickets_router = APIRouter(prefix="/tickets", tags=["knowledge base"])
-public_router = APIRouter(prefix="/kb/public", tags=["knowledge base (public)"])
+# Public (no token): a flood from one client is cut off at 300 requests a minute per process.
+public_router = APIRouter(
+    prefix="/kb/public",
+    tags=["knowledge base (public)"],
+    dependencies=[Depends(limit_per_client(300))],
+    responses={429: {"description": "too many requests from this client; see Retry-After"}},
+)
 
 PUBLIC = Principal("kb-public", frozenset())
 

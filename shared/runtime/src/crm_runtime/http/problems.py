@@ -72,6 +72,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CrmError)
     async def _crm(_: Request, exc: CrmError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="crm"'} if exc.status == 401 else None
+        if exc.status == 429 and "retry_after" in exc.extra:
+            headers = {"Retry-After": str(exc.extra["retry_after"])}
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
