@@ -102,7 +102,7 @@ async def test_profile_deals_and_health(
         processor = EventProcessor(ctx.pool, projection, _no_letters)
         await processor.process_batch(records)
         await processor.process_batch(records)  # a redelivery changes nothing
-    h = {"Authorization": f"Bearer {token('sales_rep')}"}
+    h = {"Authorization": f"Bearer {token('sales_rep', user='alice')}"}  # the owner
     view = (await client.get(f"/customers/{c}", headers=h)).json()
     assert view["kind"] == "contact" and view["display_name"] == "Ada King"
     assert view["owner_id"] == "alice"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from crm_analytics import lag
-from crm_analytics.entrypoints import sales_api, timeline_api
+from crm_analytics.entrypoints import charts_api, insights_api, sales_api, timeline_api
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
 
@@ -15,7 +15,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings.for_service("analytics"),
         title="CRM Analytics",
         description="The customer timeline every department sees, and the analytical CRM.",
-        routers=[timeline_api.router, sales_api.router],
+        routers=[
+            timeline_api.router,
+            sales_api.router,
+            charts_api.router,
+            insights_api.service_router,
+            insights_api.marketing_router,
+            insights_api.retention_router,
+        ],
         migrations=["crm_analytics"],
         background=[lag.run],
     )

@@ -19,6 +19,15 @@ TOUCH_TYPES = frozenset(
         "crm.sales.activity.logged",
         "crm.sales.quote.sent",
         "crm.sales.invoice.payment_received",
+        "crm.marketing.form.submitted",
+        "crm.marketing.message.opened",
+        "crm.marketing.message.clicked",
+        "crm.marketing.web.page_viewed",
+        "crm.marketing.web.product_viewed",
+        "crm.service.ticket.opened",
+        "crm.service.ticket.customer_replied",
+        "crm.service.ticket.replied",
+        "crm.service.ticket.rated",
     }
 )
 
@@ -36,7 +45,9 @@ class CustomerProfileProjection:
         customer = event.subject
         await conn.execute(
             "INSERT INTO customers (customer_id, first_seen_at, updated_at) VALUES ($1, $2, $2)"
-            " ON CONFLICT (customer_id) DO NOTHING",
+            " ON CONFLICT (customer_id) DO UPDATE SET first_seen_at ="
+            " LEAST(customers.first_seen_at, EXCLUDED.first_seen_at)"
+            " WHERE EXCLUDED.first_seen_at < customers.first_seen_at",
             customer,
             event.time,
         )

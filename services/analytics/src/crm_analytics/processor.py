@@ -10,10 +10,9 @@ from typing import Any
 import asyncpg
 import faust
 
-from crm_analytics.customers import CustomerProfileProjection
 from crm_analytics.faust_transport import configure_fetch_wait
-from crm_analytics.sales import SalesAnalyticsProjection
-from crm_analytics.timeline import TimelineProjection
+from crm_analytics.projections import all_projections
+from crm_analytics.rebuild import worker_turn
 from crm_events import context_topic
 from crm_runtime import kafka
 from crm_runtime.consumer import ConsumedRecord, EventProcessor, KafkaDeadLetters
@@ -66,17 +65,16 @@ def create_faust_app(settings: Settings) -> faust.App:
 
     async def processors() -> list[EventProcessor]:
         async with ready:
-            if "processor" not in state:
+            if "processors" not in state:
                 ctx = await open_context(settings, ["crm_analytics"], pool_size=4)
                 producer = kafka.producer(settings)
                 await producer.start()
                 state.update(ctx=ctx, producer=producer)
                 letters = KafkaDeadLetters(producer, settings)
+                # a poison record is dead-lettered once, by the first projection
                 state["processors"] = [
-                    EventProcessor(ctx.pool, TimelineProjection(), letters),
-                    # a poison record is dead-lettered once, by the first projection
-                    EventProcessor(ctx.pool, CustomerProfileProjection(), _lettered_already),
-                    EventProcessor(ctx.pool, SalesAnalyticsProjection(), _lettered_already),
+                    EventProcessor(ctx.pool, p, letters if i == 0 else _lettered_already)
+                    for i, p in enumerate(all_projections())
                 ]
         procs: list[EventProcessor] = state["processors"]
         return procs
@@ -98,8 +96,10 @@ def create_faust_app(settings: Settings) -> faust.App:
                 )
                 for e in batch
             ]
-            for proc in procs:
-                await proc.process_batch(records)
+            # never while `crm analytics rebuild` runs (it holds the lock exclusively)
+            async with worker_turn(state["ctx"].pool):
+                for proc in procs:
+                    await proc.process_batch(records)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_: Any, **__: Any) -> None:

@@ -1,5 +1,6 @@
 """The `crm` command: run the platform (`up`), one process (`serve`, `relay`, `analytics-worker`),
-mint dev tokens (`token`), migrate databases, and read the captured mail (`mail`)."""
+mint dev tokens (`token`), migrate databases, rebuild the analytics projections
+(`analytics rebuild`), and read the captured mail (`mail`)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ def _cmd_analytics_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analytics(args: argparse.Namespace) -> int:
+    import importlib
+
+    from crm_runtime.logs import configure_logging
+
+    configure_logging("analytics-rebuild", Settings().log_level)
+    code: int = importlib.import_module("crm_analytics.rebuild").main(args)
+    return code
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from crm_runtime.context import open_context
     from crm_runtime.services import SERVICES
@@ -138,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analytics-worker", help="run the faust-streaming analytics processors")
     p.set_defaults(func=_cmd_analytics_worker)
+
+    p = sub.add_parser("analytics", help="operate the analytics projections")
+    analytics = p.add_subparsers(dest="analytics_command", required=True)
+    r = analytics.add_parser(
+        "rebuild",
+        help="drop every analytics projection and rebuild it from the event history "
+        "(Kafka if it holds it all, else the services' /events feeds); stop the worker first",
+    )
+    r.add_argument("--source", choices=("auto", "kafka", "feed"), default="auto")
+    r.add_argument("--batch-size", type=int, default=500)
+    r.set_defaults(func=_cmd_analytics)
 
     p = sub.add_parser("migrate", help="create and migrate every service's database")
     p.set_defaults(func=_cmd_migrate)

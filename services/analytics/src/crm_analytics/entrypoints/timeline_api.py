@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from decimal import Decimal
+from fractions import Fraction
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from crm_analytics import churn, crosssell, service
+from crm_analytics.access import CustomerReader, check_customer, main_profile
 from crm_analytics.customers import health
+from crm_analytics.entrypoints.common import AsOf
+from crm_analytics.history import customer_as_of
 from crm_analytics.timeline import customer_ids
 from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
-from crm_runtime.http.auth import Principal, require
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 
 router = APIRouter(tags=["timeline"])
-
-Reader = Annotated[
-    Principal,
-    Depends(
-        require(
-            "analyst",
-            "sales_rep",
-            "sales_manager",
-            "marketer",
-            "service_agent",
-            "service_manager",
-        )
-    ),
-]
 
 
 class TimelineEntry(BaseModel):
@@ -57,7 +48,7 @@ class TimelineEntry(BaseModel):
 async def customer_timeline(
     customer_id: str,
     ctx: CtxDep,
-    _: Reader,
+    user: CustomerReader,
     response: Response,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -69,6 +60,7 @@ async def customer_timeline(
     after = decode_cursor(cursor)
     async with ctx.pool.acquire() as conn:
         root, ids = await customer_ids(conn, customer_id)
+        await check_customer(conn, user, root, ids)
         rows = await conn.fetch(
             """
             SELECT event_id, customer_id, occurred_at, context, event_type, summary, link,
@@ -131,6 +123,18 @@ class HealthOut(BaseModel):
     reasons: list[str]
 
 
+class ChurnFactor(BaseModel):
+    name: str
+    points: int
+    detail: str
+
+
+class ChurnOut(BaseModel):
+    score: int = Field(description="0-100, higher is likelier to churn")
+    level: Literal["low", "medium", "high"]
+    factors: list[ChurnFactor]
+
+
 class Customer360(BaseModel):
     customer_id: str = Field(description="the id that stands (after merges)")
     merged_ids: list[str] = Field(description="other ids of the same customer")
@@ -149,10 +153,10 @@ class Customer360(BaseModel):
     lost_deals: int
     open_invoices: int
     overdue_invoices: int
-    open_tickets: int | None = Field(
-        default=None, description="from the service desk, once it publishes tickets"
-    )
+    open_tickets: int = Field(description="open service-desk tickets")
+    open_complaints: int = Field(description="open tickets of the kind complaint")
     health: HealthOut
+    churn_risk: ChurnOut
 
 
 @router.get(
@@ -161,26 +165,38 @@ class Customer360(BaseModel):
     summary="The 360 view: who, owner, open deals, invoices, last touch and a health score",
     responses={404: {"description": "no event about this customer has been seen"}},
 )
-async def customer_360(customer_id: str, ctx: CtxDep, _: Reader) -> Customer360:
+async def customer_360(
+    customer_id: str, ctx: CtxDep, user: CustomerReader, as_of: AsOf
+) -> Customer360:
     async with ctx.pool.acquire() as conn:
         root, ids = await customer_ids(conn, customer_id)
-        people = await conn.fetch(
-            "SELECT * FROM customers WHERE customer_id = ANY($1::text[])", ids
+        await check_customer(conn, user, root, ids)
+        if as_of is not None:
+            people, deals, invoices = await customer_as_of(conn, ids, as_of)
+        else:
+            people = await conn.fetch(
+                "SELECT * FROM customers WHERE customer_id = ANY($1::text[])", ids
+            )
+            deals = await conn.fetch(
+                "SELECT * FROM customer_deals WHERE customer_id = ANY($1::text[])"
+                " ORDER BY updated_at DESC",
+                ids,
+            )
+            invoices = await conn.fetch(
+                "SELECT status, overdue FROM customer_invoices WHERE customer_id = ANY($1::text[])",
+                ids,
+            )
+        # open tickets and churn risk: as they are now (not yet answered as of a past time)
+        tickets = await service.open_tickets(conn, ids)
+        now = datetime.now(UTC)
+        risk = churn.churn_risk(now, await churn.signals(conn, ids, now))
+    if not people:
+        raise NotFound(
+            f"no customer {customer_id} had been seen"
+            if as_of
+            else f"no customer {customer_id} has been seen"
         )
-        if not people:
-            raise NotFound(f"no customer {customer_id} has been seen")
-        deals = await conn.fetch(
-            "SELECT * FROM customer_deals WHERE customer_id = ANY($1::text[])"
-            " ORDER BY updated_at DESC",
-            ids,
-        )
-        invoices = await conn.fetch(
-            "SELECT status, overdue FROM customer_invoices WHERE customer_id = ANY($1::text[])",
-            ids,
-        )
-    # The standing id's profile first; a contact's name over a lead's.
-    rank = {"contact": 0, "account": 1, "lead": 2, None: 3}
-    main = min(people, key=lambda p: (p["customer_id"] != root, rank.get(p["kind"], 3)))
+    main = main_profile(people, root)  # the standing id's profile first; a contact's over a lead's
     touches = [p["last_touch_at"] for p in people if p["last_touch_at"] is not None]
     last = max(touches) if touches else None
     last_type = next((p["last_touch_type"] for p in people if p["last_touch_at"] == last), None)
@@ -188,7 +204,7 @@ async def customer_360(customer_id: str, ctx: CtxDep, _: Reader) -> Customer360:
     overdue = sum(1 for i in invoices if i["overdue"] and i["status"] not in ("paid", "void"))
     won = sum(1 for d in deals if d["status"] == "won")
     lost = sum(1 for d in deals if d["status"] == "lost")
-    h = health(datetime.now(UTC), last, len(open_deals), won, lost, overdue)
+    h = health(as_of or datetime.now(UTC), last, len(open_deals), won, lost, overdue)
     return Customer360(
         customer_id=root,
         merged_ids=[i for i in ids if i != root],
@@ -220,5 +236,61 @@ async def customer_360(customer_id: str, ctx: CtxDep, _: Reader) -> Customer360:
         lost_deals=lost,
         open_invoices=sum(1 for i in invoices if i["status"] not in ("paid", "void")),
         overdue_invoices=overdue,
+        open_tickets=tickets["open"],
+        open_complaints=tickets["open_complaints"],
         health=HealthOut(score=h.score, reasons=h.reasons),
+        churn_risk=ChurnOut(**churn.as_json(risk)),
+    )
+
+
+class SuggestionOut(BaseModel):
+    product_id: str
+    name: str | None
+    confidence: float = Field(description="of the best rule from a product the customer owns")
+    lift: float
+    support: float
+    because: list[str] = Field(description="owned products whose rules point here, best first")
+
+
+class Suggestions(BaseModel):
+    customer_id: str = Field(description="the id that stands (after merges)")
+    owned: list[str] = Field(description="products on the customer's won deals")
+    suggestions: list[SuggestionOut]
+
+
+@router.get(
+    "/customers/{customer_id}/suggestions",
+    response_model=Suggestions,
+    summary="Cross-sell and upsell: products bought with what this customer owns, that it lacks",
+)
+async def customer_suggestions(
+    customer_id: str,
+    ctx: CtxDep,
+    user: CustomerReader,
+    min_support: Annotated[Decimal, Query(ge=0, le=1)] = Decimal("0.01"),
+    min_confidence: Annotated[Decimal, Query(ge=0, le=1)] = Decimal("0.1"),
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Suggestions:
+    async with ctx.pool.acquire() as conn:
+        root, ids = await customer_ids(conn, customer_id)
+        await check_customer(conn, user, root, ids)
+        owned = await crosssell.owned_products(conn, ids)
+        baskets = await crosssell.won_baskets(conn)
+        names = await crosssell.product_names(conn)
+    rules = crosssell.association_rules(baskets, Fraction(min_support), Fraction(min_confidence))
+    found = crosssell.suggest(owned, rules)[:limit]
+    return Suggestions(
+        customer_id=root,
+        owned=sorted(owned),
+        suggestions=[
+            SuggestionOut(
+                product_id=s.product_id,
+                name=names.get(s.product_id),
+                confidence=round(float(s.confidence), 4),
+                lift=round(float(s.lift), 4),
+                support=round(float(s.support), 4),
+                because=list(s.because),
+            )
+            for s in found
+        ],
     )

@@ -1,0 +1,71 @@
+"""/analytics/charts/*: the sales analytics as chart-ready series (see crm_analytics.charts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from crm_analytics import charts, sales
+from crm_analytics.access import AnalyticsReader
+from crm_analytics.entrypoints.common import AsOf
+from crm_runtime.http.app import CtxDep
+
+router = APIRouter(prefix="/analytics/charts", tags=["charts"])
+
+
+@router.get("/pipeline-by-stage", summary="Open pipeline (amount and weighted) per stage")
+async def pipeline_by_stage(ctx: CtxDep, _: AnalyticsReader, as_of: AsOf) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        rows = await sales.pipeline(conn, "stage", as_of)
+    return charts.pipeline_by_stage(rows, ctx.settings.base_currency)
+
+
+@router.get("/forecast", summary="Forecast per quarter against what was won the year before")
+async def forecast(
+    ctx: CtxDep,
+    _: AnalyticsReader,
+    as_of: AsOf,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    product_id: str | None = None,
+) -> dict[str, Any]:
+    y = year or (as_of or datetime.now(UTC)).year
+    async with ctx.pool.acquire() as conn:
+        quarters = await sales.forecast(conn, y, Decimal("0.2"), product_id, as_of)
+    return charts.forecast(y, quarters, ctx.settings.base_currency)
+
+
+@router.get("/win-rate", summary="Win rate per month of closing")
+async def win_rate(
+    ctx: CtxDep,
+    _: AnalyticsReader,
+    as_of: AsOf,
+    until: Annotated[
+        str | None,
+        Query(
+            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            description="last month, YYYY-MM (default: this month, or as_of's)",
+        ),
+    ] = None,
+    months: Annotated[int, Query(ge=1, le=120)] = 12,
+) -> dict[str, Any]:
+    last = (
+        datetime.strptime(until, "%Y-%m").date()
+        if until
+        else (as_of or datetime.now(UTC)).date().replace(day=1)
+    )
+    y, m = divmod(last.year * 12 + last.month - 1 - (months - 1), 12)
+    async with ctx.pool.acquire() as conn:
+        rows = await sales.win_rate_by_month(conn, date(y, m + 1, 1), months, as_of)
+    return charts.win_rate(rows)
+
+
+@router.get("/stage-conversion", summary="Share of the deals entering each stage that moved on")
+async def stage_conversion(
+    ctx: CtxDep, _: AnalyticsReader, as_of: AsOf, pipeline_id: str = "default"
+) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
+        rows = await sales.stages(conn, pipeline_id, as_of)
+    return charts.stage_conversion(pipeline_id, rows)

@@ -1,0 +1,1 @@
+"""Audience: profiles kept from sales events plus marketing attributes, consent, devices."""

@@ -1,0 +1,131 @@
+"""Turn a template into one recipient's message: personalised, links tracked, open pixel added.
+
+Deterministic for a message: composing it again (a resend after a crash, "view in browser")
+gives the same links and the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from crm_marketing.delivery import ports
+from crm_marketing.tracking import tokens
+from crm_marketing.tracking.links import LinkTable, add_pixel, rewrite_html, rewrite_text
+from crm_runtime.db import Conn
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Builds the signed tracking URLs of messages."""
+
+    base_url: str
+    key: bytes
+
+    def url(self, kind: tokens.Kind, message_id: UUID, index: int = 0) -> str:
+        token = tokens.sign(self.key, kind, message_id, index)
+        suffix = ".gif" if kind == "o" else ""
+        return f"{self.base_url.rstrip('/')}/t/{kind}/{token}{suffix}"
+
+    def is_ours(self, url: str) -> bool:
+        return url.startswith(self.base_url.rstrip("/") + "/t/")
+
+
+@dataclass(frozen=True)
+class Composed:
+    subject: str
+    text: str
+    html: str | None = None
+    title: str | None = None
+    links: list[str] = field(default_factory=list)
+    unsubscribe_url: str | None = None
+
+
+def compose_rendered(
+    tracker: Tracker,
+    render: ports.Renderer,
+    variables: dict[str, object],
+    *,
+    message_id: UUID,
+    channel: str,
+    track: bool = True,
+) -> Composed:
+    variables = dict(variables)
+    unsubscribe = tracker.url("u", message_id)
+    variables["unsubscribe_url"] = unsubscribe
+    variables["view_in_browser_url"] = tracker.url("v", message_id)
+    rendered = render(variables)
+    if channel == "sms":
+        return Composed(subject="", text=rendered.text or "")
+    if channel == "push":
+        return Composed(subject="", title=rendered.title or "", text=rendered.body or "")
+    links = LinkTable(keep=lambda url: not tracker.is_ours(url))
+    html, text = rendered.html, rendered.text or ""
+    if track:
+
+        def click(index: int) -> str:
+            return tracker.url("c", message_id, index)
+
+        if html is not None:
+            html = add_pixel(rewrite_html(html, links, click), tracker.url("o", message_id))
+        text = rewrite_text(text, links, click)
+    return Composed(
+        subject=rendered.subject or "",
+        text=text,
+        html=html,
+        links=links.urls,
+        unsubscribe_url=unsubscribe,
+    )
+
+
+class BatchComposer:
+    """Composes a batch of messages with one read of its profiles and templates."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.variables: dict[str, dict[str, object]] = {}
+        self.renderers: dict[tuple[str, str], ports.Renderer | Exception] = {}
+
+    async def load(self, conn: Conn, targets: list[tuple[str, str, str]]) -> None:
+        """``targets``: (customer id, template id, channel) of the batch."""
+        self.variables = await ports.profile_variables_many(conn, [t[0] for t in targets])
+        for _, template_id, channel in targets:
+            if (template_id, channel) not in self.renderers:
+                try:
+                    self.renderers[template_id, channel] = await ports.template_renderer(
+                        conn, template_id, channel
+                    )
+                except Exception as exc:  # every message of it fails to render
+                    self.renderers[template_id, channel] = exc
+
+    def compose(
+        self, *, message_id: UUID, customer_id: str, template_id: str, channel: str
+    ) -> Composed:
+        render = self.renderers[template_id, channel]
+        if isinstance(render, Exception):
+            raise render
+        return compose_rendered(
+            self.tracker,
+            render,
+            self.variables[customer_id],
+            message_id=message_id,
+            channel=channel,
+        )
+
+
+async def compose(
+    conn: Conn,
+    tracker: Tracker,
+    *,
+    message_id: UUID,
+    customer_id: str,
+    template_id: str,
+    channel: str,
+    track: bool = True,
+) -> Composed:
+    """One message (e.g. "view in browser")."""
+    variables = await ports.profile_variables(conn, customer_id)
+    render = await ports.template_renderer(conn, template_id, channel)
+    return compose_rendered(
+        tracker, render, variables, message_id=message_id, channel=channel, track=track
+    )

@@ -1,0 +1,152 @@
+"""What campaigns, tracking and triggers use from the audience, segments and templates parts.
+
+One place that names those interfaces (agreed between the parts of the service), so the rest of
+this package depends on these functions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from crm_runtime.db import Conn
+from crm_runtime.errors import Conflict, NotFound
+from crm_runtime.eventstore import EventStore, Metadata
+
+
+class Rendered(Protocol):
+    """A rendered template: e-mail uses subject/html/text, SMS text, push title/body."""
+
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def html(self) -> str | None: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def body(self) -> str | None: ...
+
+
+async def segment_members(conn: Conn, segment_id: str) -> list[str]:
+    from crm_marketing.segments import api
+
+    return list(await api.members(conn, segment_id))
+
+
+async def render(
+    conn: Conn, template_id: str, channel: str, variables: dict[str, object]
+) -> Rendered:
+    from crm_marketing.templates import api
+
+    rendered: Any = await api.render(conn, template_id, channel, variables)
+    return rendered  # type: ignore[no-any-return]
+
+
+Renderer = Callable[[dict[str, object]], Rendered]
+
+
+async def template_renderer(conn: Conn, template_id: str, channel: str) -> Renderer:
+    """Load a template's current revision once and render it for many recipients (what
+    ``render`` does per call). NotFound / Conflict as ``render``."""
+    from crm_marketing.templates import adapters, api
+
+    row = await adapters.get(conn, template_id)
+    if row is None:
+        raise NotFound(f"template {template_id} does not exist")
+    if row["channel"] != channel:
+        raise Conflict(f"template {template_id} is a {row['channel']} template, not {channel}")
+    revision, kind, content = row["revision"], row["channel"], row["content"]
+
+    def render_one(variables: dict[str, object]) -> Rendered:
+        return api.render_content(template_id, revision, kind, content, variables)
+
+    return render_one
+
+
+async def profile_variables_many(
+    conn: Conn, customer_ids: Sequence[str]
+) -> dict[str, dict[str, object]]:
+    """``profile_variables`` of many customers in two queries (a campaign batch).
+
+    Builds the same dictionary as the audience's ``profile_variables``; a customer id that
+    stands for another (merged, converted) goes through that function itself.
+    """
+    from crm_marketing.audience.domain import ATTRIBUTES
+
+    ids = list(dict.fromkeys(customer_ids))
+    aliased = {
+        r["alias_id"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT alias_id FROM profile_aliases WHERE alias_id = ANY($1::text[])", ids
+        )
+    }
+    rows = {
+        r["customer_id"]: r
+        for r in await conn.fetch(
+            "SELECT * FROM profiles WHERE customer_id = ANY($1::text[])",
+            [i for i in ids if i not in aliased],
+        )
+    }
+    out: dict[str, dict[str, object]] = {}
+    for cid in ids:
+        if cid in aliased:
+            out[cid] = await profile_variables(conn, cid)
+            continue
+        values: dict[str, object] = {"customer_id": cid, **dict.fromkeys(ATTRIBUTES)}
+        row = rows.get(cid)
+        if row is not None:
+            for k in ATTRIBUTES:
+                value = row[k]
+                values[k] = value.strip() if isinstance(value, str) else value
+        names = [n for n in (values["first_name"], values["last_name"]) if n]
+        values["full_name"] = " ".join(str(n) for n in names) or None
+        out[cid] = values
+    return out
+
+
+async def profile_variables(conn: Conn, customer_id: str) -> dict[str, object]:
+    from crm_marketing.audience import api
+
+    return dict(await api.profile_variables(conn, customer_id))
+
+
+async def contact_point(conn: Conn, customer_id: str, channel: str) -> str | None:
+    from crm_marketing.audience import api
+
+    found = await api.contact_point(conn, customer_id, channel)
+    return None if found is None else str(found)
+
+
+async def withdraw_consent(
+    conn: Conn,
+    store: EventStore,
+    customer_id: str,
+    channel: str,
+    *,
+    reason: str,
+    metadata: Metadata,
+) -> bool:
+    from crm_marketing.audience import api
+
+    return bool(
+        await api.withdraw_consent(
+            conn, store, customer_id, channel, reason=reason, metadata=metadata
+        )
+    )
+
+
+async def identify_visitor(
+    conn: Conn, store: EventStore, *, visitor_id: str, customer_id: str, metadata: Metadata
+) -> None:
+    from crm_marketing.audience import api
+
+    await api.identify_visitor(
+        conn,
+        store,
+        visitor_id=visitor_id,
+        customer_id=customer_id,
+        metadata=metadata,
+        via="email_click",
+    )

@@ -1,0 +1,369 @@
+"""Templates in a Jinja2 sandbox: checked at save time, rendered per recipient. No I/O.
+
+Safety: :class:`jinja2.sandbox.SandboxedEnvironment` (no access to dunders or unsafe
+callables), :class:`StrictUndefined` (a missing variable is an error, not an empty string), no
+loader (no include/import/extends), no globals (no ``range``, ``cycler``...), and string or list
+repetition with ``*`` capped. At save time a template is parsed, its variables checked against
+:data:`VARIABLES`, its attribute accesses checked (nothing starting with ``_``), and it is
+rendered once with sample values so channel limits (SMS segments, push lengths) are checked too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2.environment import Template
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+Channel = Literal["email", "sms", "push"]
+
+# The personalisation variables a template may use, with what they hold.
+VARIABLES: dict[str, str] = {
+    "customer_id": "the customer's id",
+    "first_name": "first name",
+    "last_name": "last name",
+    "full_name": "first and last name",
+    "email": "e-mail address",
+    "phone": "phone number",
+    "company": "company name",
+    "country": "country code (ISO 3166-1 alpha-2)",
+    "city": "city",
+    "language": "preferred language",
+    "age_band": "age band, e.g. 25-34",
+    "industry": "industry",
+    "company_size": "company size band",
+    "timezone": "IANA time zone",
+    "unsubscribe_url": "the recipient's unsubscribe link (set at send time)",
+    "view_in_browser_url": "the message's web version (set at send time)",
+}
+
+# What a preview (and the save-time check) fills in when no customer is given.
+SAMPLE: dict[str, str] = {
+    "customer_id": "00000000-0000-4000-8000-000000000000",
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "full_name": "Ada Lovelace",
+    "email": "ada.lovelace@example.com",
+    "phone": "+44 20 7946 0000",
+    "company": "Analytical Engines Ltd",
+    "country": "GB",
+    "city": "London",
+    "language": "en",
+    "age_band": "35-44",
+    "industry": "Engineering",
+    "company_size": "11-50",
+    "timezone": "Europe/London",
+    "unsubscribe_url": "https://marketing.example.com/u/sample-token",
+    "view_in_browser_url": "https://marketing.example.com/v/sample-token",
+}
+
+PARTS: dict[Channel, tuple[str, ...]] = {
+    "email": ("subject", "html", "text"),
+    "sms": ("text",),
+    "push": ("title", "body"),
+}
+REQUIRED: dict[Channel, tuple[str, ...]] = {
+    "email": ("subject", "html"),
+    "sms": ("text",),
+    "push": ("title", "body"),
+}
+MAX_SOURCE = 200_000
+MAX_REPEAT = 10_000
+SUBJECT_MAX = 255
+
+
+@dataclass(frozen=True)
+class Limits:
+    sms_max_segments: int = 3
+    push_title_max: int = 65
+    push_body_max: int = 240
+
+
+class TemplateProblem(ValueError):
+    """A template that cannot be saved or rendered: which part and why."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        self.part = part
+        self.reason = reason
+        super().__init__(f"{part}: {reason}")
+
+
+# --- the sandbox -----------------------------------------------------------------------------
+
+
+class _Sandbox(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "**":
+            raise SecurityError("the power operator is not allowed in templates")
+        if operator_ == "*":
+            for seq, n in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
+                if sized and len(seq) * n > MAX_REPEAT:
+                    raise SecurityError(f"repetition beyond {MAX_REPEAT} items")
+        return super().call_binop(context, operator_, left, right)
+
+
+def _environment(autoescape: bool) -> SandboxedEnvironment:
+    env = _Sandbox(
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.globals.clear()  # no range/cycler/joiner/lipsum/namespace/dict
+    return env
+
+
+_HTML_ENV = _environment(True)
+_TEXT_ENV = _environment(False)
+
+
+def _env(part: str) -> SandboxedEnvironment:
+    return _HTML_ENV if part == "html" else _TEXT_ENV
+
+
+def _unsafe_nodes(tree: nodes.Template) -> Iterator[str]:
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        yield f"'{type(node).__name__.lower()}' is not allowed (templates stand alone)"
+    for attr in tree.find_all(nodes.Getattr):
+        if attr.attr.startswith("_"):
+            yield f"access to the attribute '{attr.attr}' is not allowed (line {attr.lineno})"
+    for item in tree.find_all(nodes.Getitem):
+        arg = item.arg
+        if (
+            isinstance(arg, nodes.Const)
+            and isinstance(arg.value, str)
+            and arg.value.startswith("_")
+        ):
+            yield f"access to the item '{arg.value}' is not allowed (line {item.lineno})"
+
+
+def check_source(part: str, source: str) -> Template:
+    """Parse and compile one part; TemplateProblem names a syntax error, an unknown variable or
+    an unsafe construct."""
+    if len(source) > MAX_SOURCE:
+        raise TemplateProblem(part, f"is longer than {MAX_SOURCE} characters")
+    env = _env(part)
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(part, f"line {exc.lineno}: {exc.message}") from None
+    for problem in _unsafe_nodes(tree):
+        raise TemplateProblem(part, problem)
+    try:
+        used = meta.find_undeclared_variables(tree)
+    except TemplateError as exc:  # e.g. an unknown filter or test
+        raise TemplateProblem(part, str(exc.message or exc)) from None
+    unknown = sorted(used - VARIABLES.keys())
+    if unknown:
+        raise TemplateProblem(
+            part,
+            f"unknown variable(s) {', '.join(unknown)}; allowed: {', '.join(VARIABLES)}",
+        )
+    try:
+        return env.from_string(tree)
+    except TemplateError as exc:  # e.g. an unknown filter or test
+        raise TemplateProblem(part, str(exc.message or exc)) from None
+
+
+# --- SMS length: GSM 03.38 or UCS-2 --------------------------------------------------------------
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+
+@dataclass(frozen=True)
+class SmsInfo:
+    encoding: Literal["GSM-7", "UCS-2"]
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    segments: int
+    characters: int
+
+
+def _pack(costs: list[int], single: int, per_part: int) -> int:
+    """Segments needed; a character's units never straddle two segments."""
+    total = sum(costs)
+    if total == 0:
+        return 0
+    if total <= single:
+        return 1
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > per_part:
+            parts += 1
+            used = 0
+        used += cost
+    return parts
+
+
+def sms_info(text: str) -> SmsInfo:
+    """Encoding and segment count of an SMS: GSM-7 160/153 septets (extension characters take
+    two), else UCS-2 70/67 UTF-16 units (characters beyond the BMP take two)."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        costs = [2 if c in GSM7_EXTENDED else 1 for c in text]
+        return SmsInfo("GSM-7", sum(costs), _pack(costs, 160, 153), len(text))
+    costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    return SmsInfo("UCS-2", sum(costs), _pack(costs, 70, 67), len(text))
+
+
+# --- plain text from HTML (when an e-mail template has no text part) ----------------------------
+
+
+class _Text(HTMLParser):
+    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+        self.links: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self.skip += 1
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+        if tag == "a":
+            self.links.append(dict(attrs).get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+        if tag == "a" and self.links:
+            href = self.links.pop()
+            if href and href.startswith(("http://", "https://", "mailto:")):
+                self.out.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _Text()
+    parser.feed(markup)
+    parser.close()
+    text = "".join(parser.out)
+    lines = [re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+# --- whole templates ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    channel: Channel
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    title: str | None = None
+    body: str | None = None
+    sms: SmsInfo | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Compiled:
+    channel: Channel
+    parts: Mapping[str, Template]
+
+
+def compile_template(channel: Channel, content: Mapping[str, str | None]) -> Compiled:
+    """Check a template's parts (syntax, variables, safety); raises TemplateProblem."""
+    allowed = PARTS[channel]
+    for part, value in content.items():
+        if value is not None and part not in allowed:
+            raise TemplateProblem(part, f"a {channel} template has only {', '.join(allowed)}")
+    for part in REQUIRED[channel]:
+        value = content.get(part)
+        if value is None or not value.strip():
+            raise TemplateProblem(part, f"a {channel} template needs a {part}")
+    parts = {
+        part: check_source(part, value)
+        for part in allowed
+        if (value := content.get(part)) is not None and value.strip()
+    }
+    return Compiled(channel, parts)
+
+
+def _prepare(variables: Mapping[str, object]) -> dict[str, object]:
+    values = {k: ("" if v is None else v) for k, v in variables.items() if k in VARIABLES}
+    if "full_name" not in values and ("first_name" in values or "last_name" in values):
+        first, last = values.get("first_name", ""), values.get("last_name", "")
+        values["full_name"] = f"{first} {last}".strip()
+    return values
+
+
+def _run(part: str, template: Template, values: Mapping[str, object]) -> str:
+    try:
+        return template.render(values)
+    except UndefinedError as exc:
+        raise TemplateProblem(
+            part, f"{exc.message}: give it a value or use | default(...)"
+        ) from None
+    except SecurityError as exc:
+        raise TemplateProblem(part, f"unsafe construct refused: {exc}") from None
+    except TemplateError as exc:
+        raise TemplateProblem(part, str(exc)) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateProblem(part, f"{type(exc).__name__}: {exc}") from None
+
+
+def render_compiled(
+    compiled: Compiled, variables: Mapping[str, object], limits: Limits
+) -> Rendered:
+    """Render for one recipient and check the channel's limits (TemplateProblem if over)."""
+    values = _prepare(variables)
+    out = {part: _run(part, t, values) for part, t in compiled.parts.items()}
+    if compiled.channel == "email":
+        subject = " ".join(out["subject"].split())  # one header line, always
+        if not subject:
+            raise TemplateProblem("subject", "renders empty")
+        if len(subject) > SUBJECT_MAX:
+            raise TemplateProblem("subject", f"renders longer than {SUBJECT_MAX} characters")
+        text = out.get("text") or html_to_text(out["html"])
+        return Rendered("email", subject=subject, html=out["html"], text=text)
+    if compiled.channel == "sms":
+        text = out["text"].strip()
+        if not text:
+            raise TemplateProblem("text", "renders empty")
+        info = sms_info(text)
+        if info.segments > limits.sms_max_segments:
+            raise TemplateProblem(
+                "text",
+                f"renders to {info.segments} SMS segments ({info.encoding}, {info.units} units);"
+                f" at most {limits.sms_max_segments} are allowed",
+            )
+        warnings: tuple[str, ...] = ()
+        if info.encoding == "UCS-2":
+            warnings = ("characters outside GSM-7 make this a UCS-2 SMS (70 per segment)",)
+        return Rendered("sms", text=text, sms=info, warnings=warnings)
+    title, body = out["title"].strip(), out["body"].strip()
+    for part, value, most in (
+        ("title", title, limits.push_title_max),
+        ("body", body, limits.push_body_max),
+    ):
+        if not value:
+            raise TemplateProblem(part, "renders empty")
+        if len(value) > most:
+            raise TemplateProblem(part, f"renders {len(value)} characters; at most {most}")
+    return Rendered("push", title=title, body=body)
+
+
+def validate(channel: Channel, content: Mapping[str, str | None], limits: Limits) -> Rendered:
+    """Save-time check: compile, then render with the sample values (limits included)."""
+    return render_compiled(compile_template(channel, content), SAMPLE, limits)

@@ -1,0 +1,1 @@
+"""Tracking: signed open-pixel, click-redirect and unsubscribe links."""

@@ -1,0 +1,1 @@
+"""Event-based triggers: behaviour over a window fires a message once per qualifying episode."""

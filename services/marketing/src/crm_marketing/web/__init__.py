@@ -1,0 +1,1 @@
+"""Website integration: site keys, forms, public endpoints, activity."""
