@@ -10,7 +10,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import api_bench, append, import_bench, latency, rebuild_bench, relay_bench
+from bench import (
+    api_bench,
+    append,
+    campaign_bench,
+    import_bench,
+    inbound_bench,
+    kb_bench,
+    latency,
+    rebuild_bench,
+    relay_bench,
+    segment_bench,
+)
 from bench.common import Figure, machine
 from crm_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
@@ -27,23 +38,60 @@ async def _pg_version(url: str) -> str:
         await conn.close()
 
 
-async def run_all(smoke: bool, workdir: Path) -> tuple[list[Figure], dict[str, str]]:
+BENCHES = (
+    "append",
+    "import",
+    "relay",
+    "api",
+    "latency",
+    "rebuild",
+    "kb",
+    "inbound",
+    "campaign",
+    "segment",
+)
+
+
+async def run_all(
+    smoke: bool, workdir: Path, only: set[str] | None = None
+) -> tuple[list[Figure], dict[str, str]]:
     from crm_runtime import db
+
+    def want(name: str) -> bool:
+        return only is None or name in only
 
     pg = EmbeddedPostgres(workdir / "pg", keep=False).start()
     broker = EmbeddedBroker(free_port(), workdir / "broker.log").start()
     try:
         info = machine()
         info["postgresql"] = await _pg_version(pg.url)
-        await db.ensure_database(pg.url, "bench_append")
-        append_url = db.with_database(pg.url, "bench_append")
-        await db.migrate_url(append_url, ["crm_runtime"])
-        figures = await append.run(append_url, smoke=smoke)
-        figures += await import_bench.run(pg.url, smoke=smoke)
-        figures += await relay_bench.run(pg.url, broker.bootstrap, smoke=smoke)
-        figures += await api_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=workdir / "logs")
-        figures += await latency.run(pg.url, broker.bootstrap, smoke=smoke, logs=workdir / "logs")
-        figures += await rebuild_bench.run(pg.url, broker.bootstrap, smoke=smoke)
+        figures: list[Figure] = []
+        if want("append"):
+            await db.ensure_database(pg.url, "bench_append")
+            append_url = db.with_database(pg.url, "bench_append")
+            await db.migrate_url(append_url, ["crm_runtime"])
+            figures += await append.run(append_url, smoke=smoke)
+        if want("import"):
+            figures += await import_bench.run(pg.url, smoke=smoke)
+        if want("relay"):
+            figures += await relay_bench.run(pg.url, broker.bootstrap, smoke=smoke)
+        if want("api"):
+            logs = workdir / "logs"
+            figures += await api_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
+        if want("latency"):
+            logs = workdir / "logs"
+            figures += await latency.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
+        if want("rebuild"):
+            figures += await rebuild_bench.run(pg.url, broker.bootstrap, smoke=smoke)
+        if want("kb"):
+            figures += await kb_bench.run(pg.url, smoke=smoke)
+        if want("inbound"):
+            logs = workdir / "logs"
+            figures += await inbound_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
+        if want("campaign"):
+            figures += await campaign_bench.run(pg.url, smoke=smoke)
+        if want("segment"):
+            figures += await segment_bench.run(pg.url, smoke=smoke)
         return figures, info
     finally:
         broker.stop()
@@ -77,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--smoke", action="store_true", help="short run for CI (under 2 minutes)")
     r.add_argument("--out", type=Path, default=None, help="report path (default BENCHMARKS.md)")
+    r.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHES,
+        help="run only this benchmark (repeatable); the report then goes to bench/smoke.md",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only) if args.only else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
-        figures, info = asyncio.run(run_all(args.smoke, Path(tmp)))
+        figures, info = asyncio.run(run_all(args.smoke, Path(tmp), only))
     seconds = time.monotonic() - started
     report = render(figures, info, args.smoke, seconds)
-    out = args.out or (ROOT / ("bench/smoke.md" if args.smoke else "BENCHMARKS.md"))
+    partial = args.smoke or only is not None  # never overwrite BENCHMARKS.md with a part
+    out = args.out or (ROOT / ("bench/smoke.md" if partial else "BENCHMARKS.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     out.with_suffix(".json").write_text(
