@@ -1,4 +1,4 @@
-"""Composition root of the marketing service (a skeleton for now: health, metrics, event feed)."""
+"""Composition root of the marketing service: its settings, routers, consumers and jobs."""
 
 from __future__ import annotations
 

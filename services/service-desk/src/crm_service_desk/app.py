@@ -1,4 +1,4 @@
-"""Composition root of the service-desk service (a skeleton for now: health, metrics, feed)."""
+"""Composition root of the service desk: its settings, routers, inbound mail and jobs."""
 
 from __future__ import annotations
 

@@ -47,6 +47,13 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def inbound_mail_port(env: dict[str, str]) -> int | None:
+    """The service desk's inbound SMTP port (mail to support becomes tickets), if it runs."""
+    if env.get("SERVICE_DESK_INBOUND_SMTP_ENABLED", "true").lower() in ("false", "0", "no"):
+        return None
+    return int(env.get("SERVICE_DESK_INBOUND_SMTP_PORT", "2525"))
+
+
 def _service_port(name: str) -> int:
     return Settings.for_service(name).port
 
@@ -63,6 +70,10 @@ def up(*, reset: bool = False) -> int:
         for name in SERVICES:
             require_port(
                 _service_port(name), f"{name} API", f"{name.upper().replace('-', '_')}_PORT"
+            )
+        if (inbound := inbound_mail_port(env)) is not None:
+            require_port(
+                inbound, "service-desk inbound SMTP endpoint", "SERVICE_DESK_INBOUND_SMTP_PORT"
             )
         if embedded_broker:
             require_port(BROKER_PORT, "embedded Kafka broker", "BROKER_PORT")
@@ -189,6 +200,8 @@ def _banner(env: dict[str, str], embedded_mail: bool) -> None:
         lines.append(
             f"  captured mail http://127.0.0.1:{MAIL_HTTP_PORT}/messages   (or: crm mail list)"
         )
+    if (inbound := inbound_mail_port(env)) is not None:
+        lines.append(f"  support mail  smtp://127.0.0.1:{inbound}   (mail to support -> tickets)")
     lines += [
         f"  Kafka         {env['KAFKA_BOOTSTRAP_SERVERS']}",
         "  logs          .crm/logs/",
