@@ -394,3 +394,71 @@ async def test_the_360_counts_open_tickets_and_churn_risk_lists_owners_customers
         (cid, "high"),
         (other, "medium"),
     ]
+
+
+@pytestmark_integration
+async def test_website_activity_shows_per_visit_once_the_visitor_is_known(
+    analytics: tuple[httpx.AsyncClient, Callable[..., Any]], token: Callable[..., str]
+) -> None:
+    client, feed = analytics
+    customer, visitor = str(uuid.uuid4()), "v-1234abcd"
+    t0 = NOW - timedelta(days=2)
+
+    def web(kind: str, minutes: int, subject: str | None = None, **data: Any) -> ConsumedRecord:
+        return record(
+            f"crm.marketing.web.{kind}",
+            subject,
+            t0 + timedelta(minutes=minutes),
+            visitor_id=visitor,
+            customer_id=subject,
+            **data,
+        )
+
+    # anonymous browsing: nothing on anyone's timeline yet
+    await feed(
+        web("page_viewed", 0, url="https://shop.example.com/"),
+        web("product_viewed", 5, product_id="p1", category="phones"),
+        web("searched", 10, query="case"),
+    )
+    h = {"Authorization": f"Bearer {token('analyst')}"}
+
+    async def visits_of() -> list[dict[str, Any]]:
+        r = await client.get(f"/customers/{customer}/timeline", headers=h)
+        return [i for i in r.json()["items"] if i["type"] == "crm.marketing.web.visit"]
+
+    assert await visits_of() == []
+    identified = record(
+        "crm.marketing.visitor.identified",
+        customer,
+        t0 + timedelta(minutes=12),
+        visitor_id=visitor,
+        customer_id=customer,
+        via="form",
+        joined_activity=3,
+    )
+    # identified; then a late event of the first visit, and a second visit two hours later
+    await feed(identified)
+    [first] = await visits_of()
+    assert (
+        first["summary"] == "Website visit: 1 page, 1 product viewed (phones), 1 search over 10 min"
+    )
+    late = web("product_viewed", 3, customer, product_id="p2", category="cases")
+    await feed(
+        web("added_to_cart", 14, customer, product_id="p1", category="phones"),
+        web("product_viewed", 130, customer, product_id="p9", category="tablets"),
+        late,  # out of order
+        late,  # and delivered twice: counted once
+    )
+    got = await visits_of()
+    assert [v["summary"] for v in got] == [
+        "Website visit: 1 page, 2 products viewed (cases, phones), 1 search, 1 added to cart"
+        " over 14 min",
+        "Website visit: 1 product viewed (tablets)",
+    ]
+    assert got[0]["occurred_at"] < got[1]["occurred_at"]
+    # an event in the gap bridges the two visits into one
+    await feed(*(web("page_viewed", m, customer, url="https://shop.example.com/x")
+                 for m in (40, 70, 100)))  # fmt: skip
+    [merged] = await visits_of()
+    assert (merged["data"]["pages"], merged["data"]["products"]) == (4, 3)
+    assert merged["data"]["categories"] == ["cases", "phones", "tablets"]

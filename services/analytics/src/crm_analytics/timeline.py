@@ -1,4 +1,5 @@
-"""The customer-timeline projection: every event with a subject becomes one touchpoint row."""
+"""The customer-timeline projection: every event with a subject becomes one touchpoint row
+(website activity becomes one row per visit, see ``visits``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from crm_analytics import visits
 from crm_events import CloudEvent, EventPayload, registry
 from crm_runtime.db import Conn
 
@@ -62,6 +64,40 @@ SUMMARIES: dict[str, Summariser] = {
         "First seen by the service desk"
         + (f" ({d['source_detail']})" if d.get("source_detail") else "")
     ),
+    "crm.marketing.form.submitted": lambda d: (
+        "Submitted a web form" + (" (new to us)" if d.get("new_person") else "")
+    ),
+    "crm.marketing.visitor.identified": lambda d: (
+        "Identified on the website"
+        + (" by a form" if d["via"] == "form" else " by an e-mail click")
+        + (f"; {d['joined_activity']} earlier page events joined" if d["joined_activity"] else "")
+    ),
+    "crm.marketing.consent.granted": lambda d: f"Consent given for {d['channel']}",
+    "crm.marketing.consent.withdrawn": lambda d: f"Consent withdrawn for {d['channel']}",
+    "crm.marketing.message.sent": lambda d: (
+        f"Marketing {d['channel']} sent"
+        + (f" (campaign {d['campaign_id']})" if d.get("campaign_id") else " (trigger)")
+    ),
+    "crm.marketing.message.opened": lambda d: f"Opened a marketing {d['channel']}",
+    "crm.marketing.message.clicked": lambda d: f"Clicked {d['url']} in a marketing {d['channel']}",
+    "crm.marketing.message.bounced": lambda d: f"Marketing {d['channel']} bounced",
+    "crm.marketing.message.unsubscribed": lambda d: f"Unsubscribed from {d['channel']}",
+    "crm.service.ticket.opened": lambda d: (
+        f"Ticket opened ({d['kind'].replace('_', ' ')}, {d['priority']}): {d['subject']}"
+        + f" via {d['channel']}"
+    ),
+    "crm.service.ticket.assigned": lambda d: (
+        f"Ticket assigned to {d['assignee_id']}"
+        if d.get("assignee_id")
+        else f"Ticket queued in {d.get('queue_id')}"
+    ),
+    "crm.service.ticket.replied": lambda d: "Support answered the customer",
+    "crm.service.ticket.customer_replied": lambda d: "The customer wrote on the ticket",
+    "crm.service.ticket.resolved": lambda d: "Ticket resolved",
+    "crm.service.ticket.reopened": lambda d: "Ticket reopened",
+    "crm.service.ticket.closed": lambda d: "Ticket closed",
+    "crm.service.ticket.rated": lambda d: f"Rated the support {d['score']}/5",
+    "crm.service.ticket.escalated": lambda d: f"Ticket escalated: {d['reason']}",
     "crm.sales.account.inactivity_flagged": lambda d: (
         f"No activity for {d['days_without_activity']} days; the owner was reminded"
     ),
@@ -120,13 +156,18 @@ class TimelineProjection:
                 json.dumps(payload.model_dump(mode="json")),
             )
             for event, payload in items
-            if event.subject  # events about no customer have no timeline
+            # events about no customer have no timeline; web activity shows per visit
+            if event.subject and not event.type.startswith(visits.WEB_PREFIX)
         ]
         if rows:
             await conn.executemany(INSERT_TOUCHPOINT, rows)
         for event, _ in items:
             if event.type in IDENTITY_TYPES:
                 await apply_identity(conn, event)
+            elif event.type in visits.COUNTER:
+                await visits.apply_web(conn, event)
+            elif event.type == visits.IDENTIFIED:
+                await visits.identify(conn, event)
 
 
 INSERT_TOUCHPOINT = """
