@@ -52,12 +52,22 @@ class Platform:
     analytics: ApiCaller
     contexts: dict[str, ServiceContext]
     smtp_port: int
+    mail: MailCatcher
+    desk_client: httpx.AsyncClient
+    agent: ApiCaller
 
     async def email_support(self, sender: str, subject: str, body: str) -> None:
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = sender, SUPPORT, subject
         msg.set_content(body)
         await aiosmtplib.send(msg, hostname="127.0.0.1", port=self.smtp_port)
+
+    async def mail_to(self, address: str, count: int) -> list[Any]:
+        async def caught() -> list[Any]:
+            found = [self.mail.store.get(m.id) for m in self.mail.store.list(to=address)]
+            return found if len(found) >= count else []
+
+        return await eventually(caught, f"{count} mail(s) to {address}", timeout=30)
 
     async def known(self, service: str, email: str) -> str | None:
         async with self.contexts[service].pool.acquire() as conn:
@@ -165,6 +175,11 @@ async def platform(
                         analytics=ApiCaller(clients["analytics"], token("analyst")),
                         contexts=contexts,
                         smtp_port=inbound_port,
+                        mail=mail,
+                        desk_client=clients["service-desk"],
+                        agent=ApiCaller(
+                            clients["service-desk"], token("service_agent", user="ann")
+                        ),
                     )
                 finally:
                     stop.set()
@@ -334,3 +349,69 @@ async def test_two_contexts_minting_for_one_address_converge(platform: Platform)
         )
 
     await eventually(directories_agree, "both directories on one id")
+
+
+async def test_a_support_mail_answered_resolved_and_rated_is_on_the_customer_timeline(
+    platform: Platform,
+) -> None:
+    """Issue 5 (a): e-mail → ticket → routed → answered (the reply reaches the customer's
+    mailbox) → resolved → rated; every step on the timeline every department sees."""
+    from crm_events.schemas.service_routing import RoutingRule
+    from crm_runtime.eventstore import Metadata
+    from crm_service_desk.application import routing
+
+    p = platform
+    ctx, meta = p.contexts["service-desk"], Metadata(actor="setup")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await routing.QueueHandlers(ctx.store).set(
+            conn, "printers", meta, name="Printers", description=None, active=True, expected=None
+        )
+        await routing.AgentHandlers(ctx.store).set_profile(
+            conn, "ann", meta, email="ann@desk.example.com", display_name=None,
+            skills=[], languages=[], queues=["printers"], active=True, expected=None,
+        )  # fmt: skip
+        await routing.set_rules(
+            conn, ctx.store, [RoutingRule(rule_id="all", queue_id="printers")], None, meta, None
+        )
+    await p.email_support("Linus <linus@example.com>", "Printer on fire", "It smokes.")
+    linus = await eventually(lambda: p.known("service-desk", "linus@example.com"), "linus")
+
+    async def ticket() -> Any:
+        items = (await p.desk.get("/tickets")).json()["items"]
+        return items[0] if items and items[0]["assignee_id"] == "ann" else None
+
+    t = await eventually(ticket, "the ticket routed to ann")
+    r = await p.agent.post(f"/tickets/{t['id']}/replies", json={"body": "Unplug it, please."})
+    assert r.status_code == 200, r.text
+    [answer] = [m for m in await p.mail_to("linus@example.com", 1) if "Unplug it" in m.text]
+    assert f"[#{t['id']}]" in answer.subject
+    r = await p.agent.post(f"/tickets/{t['id']}/resolve", json={"resolution": "Unplugged"})
+    assert r.status_code == 200, r.text
+    mails = await p.mail_to("linus@example.com", 2)
+    [survey] = [m for m in mails if "/survey/" in (m.text or "")]
+    token = survey.text.split("/survey/")[1].split()[0].strip(".,)>")
+    rated = await p.desk_client.post(f"/survey/{token}", json={"score": 4, "comment": "Quick"})
+    assert rated.status_code == 201, rated.text
+
+    steps = [
+        "crm.service.ticket.opened",
+        "crm.service.ticket.assigned",
+        "crm.service.ticket.replied",
+        "crm.service.ticket.resolved",
+        "crm.service.ticket.rated",
+    ]
+
+    async def on_timeline() -> Any:
+        _, items = await p.timeline(linus)
+        types = [i["type"] for i in items if i["context"] == "service"]
+        return items if all(s in types for s in steps) else None
+
+    items = await eventually(on_timeline, "every step of the ticket on the timeline")
+    service = [i for i in items if i["type"] in steps]
+    assert [i["type"] for i in service] == steps  # in time order
+    assert all(i["link"] == f"service:/tickets/{t['id']}" for i in service)
+    assert service[-1]["summary"] == "Rated the support 4/5"
+    # the service desk's sighting made linus a contact in sales, on the same timeline
+    assert any(i["type"] == "crm.sales.contact.created" for i in items)
+    view = (await p.analytics.get(f"/customers/{linus}")).json()
+    assert view["kind"] == "contact" and view["open_tickets"] == 0
