@@ -182,6 +182,25 @@ async def test_archive_restore_and_refusals_change_nothing(
     assert r.status_code == 200 and r.json()["state"] == "draft"
 
 
+async def test_as_of_does_not_show_readers_an_article_taken_down_since(
+    agent: ApiCaller, rep: ApiCaller
+) -> None:
+    aid = (await new_article(agent))["id"]
+    published_at = datetime.now(UTC).isoformat()
+    assert (await rep.get(f"/kb/articles/{aid}", params={"as_of": published_at})).status_code == 200
+    r = await agent.post(f"/kb/articles/{aid}/archive", json={"reason": "wrong advice"})
+    assert r.status_code == 200
+    r = await rep.get(f"/kb/articles/{aid}", params={"as_of": published_at})
+    assert r.status_code == 404, r.text
+    # staff still look into the past
+    then = await agent.get(f"/kb/articles/{aid}", params={"as_of": published_at})
+    assert then.status_code == 200 and then.json()["state"] == "published"
+    # restored to a draft: still not published now, so still hidden
+    assert (await agent.post(f"/kb/articles/{aid}/restore")).status_code == 200
+    r = await rep.get(f"/kb/articles/{aid}", params={"as_of": published_at})
+    assert r.status_code == 404
+
+
 async def test_bad_input_is_422_with_the_field(agent: ApiCaller, rep: ApiCaller) -> None:
     cases = [
         ({"title": "", "body": "x"}, "title"),

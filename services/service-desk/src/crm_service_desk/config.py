@@ -40,5 +40,10 @@ class DeskSettings(BaseSettings):
     )
     portal_rate_limit: int = Field(default=5, ge=1, description="tickets per client and window")
     portal_rate_window_seconds: int = Field(default=600, ge=1)
+    portal_trust_forwarded_for: bool = Field(
+        default=False,
+        description="rate limit by the right-most X-Forwarded-For address (the one the proxy "
+        "appended); only behind a trusted reverse proxy, else clients could pick their own",
+    )
     portal_max_bytes: int = Field(default=32 * 1024, ge=256)
     auto_close_days: int = Field(default=7, ge=1, description="resolved this long: closed")

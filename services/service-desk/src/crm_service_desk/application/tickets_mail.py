@@ -58,11 +58,23 @@ async def enqueue(
     await tickets_view.remember_message(conn, message_id, ticket_id, "out")
 
 
+def one_line(text: str) -> str:
+    """``text`` as one header line: line breaks and other whitespace runs become one space."""
+    return " ".join(text.split())
+
+
+def failure(exc: BaseException, stage: str) -> str:
+    """What went wrong, for ``last_error``: the kind of error only. Messages are left out
+    because an SMTP reply or a refused header may quote the customer's address or text."""
+    code = getattr(exc, "code", None)
+    return f"{stage}: {type(exc).__name__}" + (f" {code}" if isinstance(code, int) else "")
+
+
 def build(mailer: Mailer, row: asyncpg.Record) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = mailer.sender
     msg["To"] = row["to_address"]
-    msg["Subject"] = row["subject"]
+    msg["Subject"] = one_line(row["subject"])
     msg["Message-ID"] = row["message_id"]
     if row["in_reply_to"]:
         msg["In-Reply-To"] = row["in_reply_to"]
@@ -98,10 +110,15 @@ async def send_pending(
         )
     sent = 0
     for row in sorted(rows, key=lambda r: r["created_at"]):
+        # Whatever goes wrong with one row is a failed attempt of that row alone: it is counted,
+        # its lease released, and the others are still sent.
         error: str | None = None
+        stage = "build"
         try:
+            msg = build(mailer, row)
+            stage = "send"
             await aiosmtplib.send(
-                build(mailer, row),
+                msg,
                 hostname=mailer.host,
                 port=mailer.port,
                 username=mailer.username,
@@ -110,16 +127,20 @@ async def send_pending(
                 start_tls=mailer.start_tls if mailer.start_tls else False,
                 timeout=mailer.timeout,
             )
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("ticket mail not sent", extra={"error": type(exc).__name__})
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE ticket_outbox SET sent_at = $2, last_error = $3, attempts = attempts + 1,"
-                " claimed_until = NULL WHERE mail_id = $1",
-                row["mail_id"],
-                None if error else now,
-                error,
-            )
+        except Exception as exc:
+            error = failure(exc, stage)[:500]
+            log.warning("ticket mail not sent", extra={"error": type(exc).__name__, "stage": stage})
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE ticket_outbox SET sent_at = $2, last_error = $3,"
+                    " attempts = attempts + 1, claimed_until = NULL WHERE mail_id = $1",
+                    row["mail_id"],
+                    None if error else now,
+                    error,
+                )
+        except Exception as exc:  # the lease runs out; the row is tried again then
+            log.warning("ticket mail outcome not saved", extra={"error": type(exc).__name__})
+            continue
         sent += error is None
     return sent

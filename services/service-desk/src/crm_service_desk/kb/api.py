@@ -261,7 +261,8 @@ async def _article(
     as_of: datetime | None = None,
     conn: Conn | None = None,
 ) -> Article:
-    """The article; for anyone but staff a draft or archived one does not exist."""
+    """The article; for anyone but staff a draft or archived one does not exist (``as_of``: it
+    must be published both then and now)."""
     when = f" as of {as_of}" if as_of else ""
     try:
         a = await handlers.articles.load(article_id, as_of=as_of, conn=conn)
@@ -269,6 +270,12 @@ async def _article(
         raise NotFound(f"article {article_id} does not exist{when}") from None
     if not is_staff(user) and a.state != "published":
         raise NotFound(f"article {article_id} does not exist{when}")
+    if not is_staff(user) and as_of is not None:
+        # a look into the past shows only what is still published now: an article taken down
+        # (archived) since then stays down for everyone but staff
+        now = await handlers.articles.load(article_id, conn=conn)
+        if now.state != "published":
+            raise NotFound(f"article {article_id} does not exist{when}")
     return a
 
 

@@ -10,6 +10,7 @@ and quietly drops submissions whose honeypot field is filled.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -86,12 +87,35 @@ def _check_origin(origins: list[str], origin: str | None) -> str:
     return origin
 
 
+def client_ip(request: Request, desk: DeskSettings) -> str:
+    """The client's address: the peer's, or behind a trusted proxy (``portal_trust_forwarded_for``)
+    the right-most X-Forwarded-For entry, the one that proxy appended (the left ones are the
+    client's to choose)."""
+    if desk.portal_trust_forwarded_for:
+        entries = [
+            e.strip()
+            for header in request.headers.getlist("x-forwarded-for")
+            for e in header.split(",")
+        ]
+        entries = [e for e in entries if e]
+        if entries:
+            return entries[-1]
+    return request.client.host if request.client else "unknown"
+
+
+def rate_bucket(secret: str, site_key: str, client: str) -> str:
+    """The rate-limit bucket of a site and client: keyed (HMAC), so the stored value does not
+    give the address away (an unkeyed hash of an IPv4 address is reversed by trying them all)."""
+    message = f"portal-rate-limit\x00{site_key}\x00{client}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
 async def _count_hit(ctx: ServiceContext, desk: DeskSettings, site_key: str, client: str) -> None:
     """Fixed-window rate limit per site and client, shared by every replica (429 over it)."""
     now = datetime.now(UTC)
     window = desk.portal_rate_window_seconds
     start = datetime.fromtimestamp(int(now.timestamp()) // window * window, UTC)
-    bucket = hashlib.sha256(f"{site_key}\x00{client}".encode()).hexdigest()[:32]
+    bucket = rate_bucket(desk.link_secret or ctx.settings.jwt_secret, site_key, client)
     async with ctx.pool.acquire() as conn:
         hits = await conn.fetchval(
             "INSERT INTO portal_hits (bucket, window_start, hits) VALUES ($1, $2, 1)"
@@ -162,7 +186,7 @@ async def portal_ticket(
     origins = _site_origins(desk, x_site_key)
     allowed_origin = _check_origin(origins, origin)
     assert x_site_key is not None
-    client = request.client.host if request.client else "unknown"
+    client = client_ip(request, desk)
     try:
         await _count_hit(ctx, desk, x_site_key, client)
     except TooManyRequests as exc:

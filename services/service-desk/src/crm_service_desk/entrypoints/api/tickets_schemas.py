@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from crm_events.schemas.service import (
     ProductReturn,
@@ -20,6 +21,16 @@ from crm_service_desk.domain.ticket import Ticket
 Label = Annotated[str, Field(min_length=1, max_length=100)]
 Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=20)]
 Body = Annotated[str, Field(min_length=1, max_length=20000)]
+
+
+def _one_line(value: str) -> str:
+    """A subject becomes a mail header: line breaks and other control characters are refused."""
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise ValueError("must be one line, without line breaks or control characters")
+    return value
+
+
+Subject = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_one_line)]
 
 
 class ReturnIn(BaseModel):
@@ -62,7 +73,7 @@ class TicketCreate(_ReturnCheck):
     )
 
     kind: TicketKind = "query"
-    subject: str = Field(min_length=1, max_length=300)
+    subject: Subject
     description: str = Field(default="", max_length=20000)
     customer_email: EmailStr
     customer_name: str | None = Field(default=None, max_length=200)
@@ -82,7 +93,7 @@ class TicketPatch(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"priority": "urgent"}]}
     )
 
-    subject: str | None = Field(default=None, min_length=1, max_length=300)
+    subject: Subject | None = None
     priority: TicketPriority | None = None
     product: Label | None = None
     language: Language | None = None
@@ -184,7 +195,7 @@ class PortalTicketIn(_ReturnCheck):
 
     email: EmailStr
     name: str | None = Field(default=None, max_length=200)
-    subject: str = Field(min_length=1, max_length=300)
+    subject: Subject
     message: str = Field(min_length=1, max_length=10000)
     kind: TicketKind = "query"
     product: Label | None = None
