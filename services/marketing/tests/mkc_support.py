@@ -126,7 +126,9 @@ async def add_people(
             )
         )
         for channel, status in (p.get("consents") or {}).items():
-            consents.append((cid, channel, status, now))
+            # SMS consent names the number it was given for (digits and + only)
+            number = re.sub(r"[^0-9+]", "", p.get("phone") or "") or None
+            consents.append((cid, channel, status, now, number if channel == "sms" else None))
         if p.get("push_token"):
             devices.append((cid, p["push_token"], "ios", now))
     async with pool.acquire() as conn, conn.transaction():
@@ -139,7 +141,7 @@ async def add_people(
             await conn.copy_records_to_table(
                 "consents",
                 records=consents,
-                columns=["customer_id", "channel", "status", "changed_at"],
+                columns=["customer_id", "channel", "status", "changed_at", "address"],
             )
         if devices:
             await conn.copy_records_to_table(

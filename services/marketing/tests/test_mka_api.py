@@ -107,7 +107,7 @@ async def test_consent_per_channel_gates_every_contact_point(mkb: Mkb) -> None: 
     )
     assert sms.json()["consents"]["sms"] == {
         "status": "granted",
-        "address": None,
+        "address": "+49301234567",  # the number it was given for
         "source": "keyword",
     }
     device = await mkb.marketer.post(

@@ -53,10 +53,45 @@ def test_a_profile_without_an_address_cannot_start_double_opt_in() -> None:
 
 def test_sms_and_push_opt_in_and_devices() -> None:
     p = ada()
+    with pytest.raises(DomainError, match="no phone number"):
+        p.opt_in("sms", "keyword")
+    p.update("api", {"phone": "+44 20 7946 0000"})
     assert p.opt_in("sms", "keyword")
     assert not p.opt_in("sms", "keyword")
+    assert p.consents["sms"].address == "+442079460000"
+    assert p.opt_in("push", "app") and not p.opt_in("push", "app")
     assert p.register_device("t", "ios") and not p.register_device("t", "ios")
     assert p.unregister_device("t", None) and not p.unregister_device("t", None)
+
+
+def test_sms_consent_is_for_the_number_it_was_given_for() -> None:
+    p = ada()
+    p.update("api", {"phone": "+49 30 1234567"})
+    # a number that is not the profile's records nothing
+    assert not p.opt_in("sms", "form:f", phone="+1 555 0100")
+    assert "sms" not in p.consents
+    assert p.opt_in("sms", "form:f", phone="+49 (30) 123-4567")  # the same number, spelt so
+    assert p.consents["sms"].address == "+49301234567" and p.sms_consented()
+    p.update("sales", {"phone": "+1 555 0100"})
+    assert not p.sms_consented()  # a new number needs a new opt-in
+    assert p.opt_in("sms", "api")
+    assert p.consents["sms"].address == "+15550100" and p.sms_consented()
+
+
+def test_a_form_only_fills_the_empty_fields_of_a_known_profile() -> None:
+    p = ada()
+    p.update("sales", {"first_name": "Ada", "phone": "+44 1"})
+    changed = p.update(
+        "form",
+        {"first_name": "Mallory", "phone": "+1 666", "email": "m@evil.example", "city": "Rome"},
+        only_empty=True,
+    )
+    assert changed == ["city"]
+    assert (p.values["first_name"], p.values["phone"], p.values["email"]) == (
+        "Ada",
+        "+44 1",
+        "ada@example.com",
+    )
 
 
 def test_absorb_takes_over_what_the_survivor_lacks() -> None:

@@ -188,3 +188,38 @@ async def test_view_in_browser_shows_the_recipients_message(stack: Stack) -> Non
     assert page.status_code == 200 and "Hello Vi" in page.text
     assert (await stack.client.get(view[:-3] + "xyz")).status_code == 404
     assert BASE in page.text  # its links are tracked like the mail's
+
+
+async def test_a_click_identifies_only_the_browsers_own_visitor_and_never_relinks(
+    stack: Stack,
+) -> None:
+    people: list[dict[str, object]] = [
+        {"email": f"f{i}@example.com", "first_name": f"F{i}", "consents": {"email": "granted"}}
+        for i in range(2)
+    ]
+    _, ids = await _send(stack, people)
+    click_a = _paths_for(stack, "f0@example.com")[0]
+    click_b = _paths_for(stack, "f1@example.com")[0]
+    client = stack.client
+
+    async def who(visitor: str) -> str | None:
+        async with stack.pool.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT customer_id FROM visitors WHERE visitor_id = $1", visitor
+            )
+        return None if found is None else str(found)
+
+    # a visitor id in the URL identifies nobody (it travels with a forwarded mail)
+    assert (await client.get(f"{click_a}?vid=v-forwarded-1")).status_code == 302
+    assert await who("v-forwarded-1") is None
+    # the browser's own cookie does
+    assert (await client.get(click_a, cookies={"crm_vid": "v-browser-a1"})).status_code == 302
+    assert await who("v-browser-a1") == ids[0]
+    # B's mail, forwarded and clicked in A's browser: still A's visitor
+    assert (await client.get(click_b, cookies={"crm_vid": "v-browser-a1"})).status_code == 302
+    assert await who("v-browser-a1") == ids[0]
+    async with stack.pool.acquire() as conn:
+        identified = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE event_type = 'crm.marketing.visitor.identified'"
+        )
+    assert identified == 1

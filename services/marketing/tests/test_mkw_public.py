@@ -245,7 +245,9 @@ async def test_a_submission_creates_the_person_and_sales_gets_a_sighting(mkb: Mk
         "GB",
         "Ada",
     )
-    assert profile["consents"]["sms"]["status"] == "granted"
+    # the SMS box was ticked, but the form asks for no number: no SMS consent (it is given
+    # for a number only)
+    assert "sms" not in profile["consents"]
 
     # the same person again (another spelling of the address): one customer, no new sighting
     second = await mkb.submit(
@@ -258,7 +260,8 @@ async def test_a_submission_creates_the_person_and_sales_gets_a_sighting(mkb: Mk
     assert [s["subject"] for s in submitted] == [cid, cid]
     assert [s["new_person"] for s in submitted] == [True, False]
     assert submitted[0]["values"]["email"] == "Ada@Example.com"
-    assert (await mkb.marketer.get(f"/audience/{cid}")).json()["first_name"] == "A."
+    # a form never overwrites what a known person's profile has (anyone can use the address)
+    assert (await mkb.marketer.get(f"/audience/{cid}")).json()["first_name"] == "Ada"
     subs = (await mkb.marketer.get(f"/forms/{form_id}/submissions")).json()["items"]
     assert [s["customer_id"] for s in subs] == [cid, cid]
     assert await mkb.ctx.pool.fetchval("SELECT count(*) FROM profiles") == 1

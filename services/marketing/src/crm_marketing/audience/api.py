@@ -19,6 +19,9 @@ from crm_runtime.eventstore import EventStore, Metadata, NewEvent
 
 Channel = Literal["email", "sms", "push"]
 
+SMS_ADDRESS_OF_PROFILE = "regexp_replace(p.phone, '[^0-9+]', '', 'g')"
+"""SQL: the profile ``p``'s phone as SMS consent records it (``domain.phone_key``)."""
+
 _CONSENTED = {
     "email": (
         "SELECT p.email FROM profiles p JOIN consents c ON c.customer_id = p.customer_id"
@@ -30,6 +33,7 @@ _CONSENTED = {
         "SELECT p.phone FROM profiles p JOIN consents c ON c.customer_id = p.customer_id"
         " AND c.channel = 'sms' AND c.status = 'granted'"
         " WHERE p.customer_id = $1 AND p.phone IS NOT NULL"
+        f" AND c.address = {SMS_ADDRESS_OF_PROFILE}"
     ),
     "push": (
         "SELECT d.token FROM push_devices d JOIN consents c ON c.customer_id = d.customer_id"
@@ -41,7 +45,7 @@ _CONSENTED = {
 
 async def contact_point(conn: Conn, customer_id: str, channel: str) -> str | None:
     """The e-mail address, phone number or newest push token — only if the channel is granted
-    (for e-mail: for the address that was confirmed)."""
+    (for e-mail: for the address that was confirmed; for SMS: for the number it was given for)."""
     query = _CONSENTED.get(channel)
     if query is None:
         raise ValueError(f"unknown channel {channel!r}")
@@ -51,12 +55,12 @@ async def contact_point(conn: Conn, customer_id: str, channel: str) -> str | Non
 
 
 async def has_consent(conn: Conn, customer_id: str, channel: str) -> bool:
-    """Consent for the channel is granted (e-mail: for the current address)."""
+    """Consent for the channel is granted (e-mail, SMS: for the current address, number)."""
     if channel not in _CONSENTED:
         raise ValueError(f"unknown channel {channel!r}")
     cid = await canonical(conn, customer_id)
-    if channel == "email":
-        return await contact_point(conn, cid, "email") is not None
+    if channel in ("email", "sms"):
+        return await contact_point(conn, cid, channel) is not None
     status = await conn.fetchval(
         "SELECT status FROM consents WHERE customer_id = $1 AND channel = $2", cid, channel
     )
@@ -127,6 +131,9 @@ async def identify_visitor(
 
     Records ``crm.marketing.visitor.identified`` unless nothing changes. Later activity of the
     visitor carries the customer id. Returns how many earlier activity rows were joined.
+
+    An e-mail click never re-links a visitor already identified as another customer (a
+    forwarded mail clicked in someone else's browser says nothing about who browses there).
     """
     cid = await canonical(conn, customer_id)
     # Exclusive against the shared lock activity ingestion takes: no row slips in between.
@@ -136,6 +143,8 @@ async def identify_visitor(
     before = await conn.fetchval(
         "SELECT customer_id FROM visitors WHERE visitor_id = $1", visitor_id
     )
+    if before is not None and via == "email_click" and await canonical(conn, str(before)) != cid:
+        return 0
     status = await conn.execute(
         "UPDATE web_activity SET customer_id = $2 WHERE visitor_id = $1 AND customer_id IS NULL",
         visitor_id,

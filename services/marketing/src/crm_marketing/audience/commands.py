@@ -37,9 +37,10 @@ class AudienceCommands:
     async def upsert_person(
         self, conn: Conn, customer_id: str, values: dict[str, Any], meta: Metadata
     ) -> Profile:
-        """A person told us about themselves (a form): start the profile or update it.
+        """A person told us about themselves (a form): start the profile or fill it in.
 
-        The e-mail address only fills an empty one (the person was found by it anyway).
+        Anyone can submit a form with anyone's address, so for a known person the form's values
+        only fill empty fields: they never overwrite a name, phone number or e-mail address.
         """
         cid = await canonical(conn, customer_id)
         await lock(conn, cid)
@@ -47,19 +48,22 @@ class AudienceCommands:
         if not profile.exists:
             profile = Profile.start(cid, "form", values)
         else:
-            email = values.get("email")
-            rest = {k: v for k, v in values.items() if k != "email" and v}
-            profile.update("form", rest)
-            if email:
-                profile.update("form", {"email": email}, only_empty=True)
+            profile.update("form", {k: v for k, v in values.items() if v}, only_empty=True)
         await self.profiles.save(conn, profile, meta)
         return profile
 
     async def request_email_consent(
         self, conn: Conn, customer_id: str, source: str | None, meta: Metadata
     ) -> str | None:
-        """Start double opt-in; queues the confirmation mail. None if already confirmed."""
+        """Start double opt-in; queues the confirmation mail. None if already confirmed.
+
+        consent_mail.TooManyConfirmations (nothing recorded) if the address had its hourly
+        share of confirmation mails: the earlier, still pending links stay valid.
+        """
         profile = await self.profiles.load_active(conn, customer_id)
+        email = profile.values.get("email")
+        if email and not profile.email_consented():
+            await consent_mail.check_cap(conn, email.strip().lower())
         request_id = new_request_id()
         if not profile.request_email_consent(request_id, source):
             return None
@@ -88,9 +92,12 @@ class AudienceCommands:
         channel: Literal["email", "sms", "push"],
         source: str | None,
         meta: Metadata,
+        *,
+        phone: str | None = None,
     ) -> Profile:
+        """Opt-in; for SMS for ``phone`` if given (nothing if it is not the profile's number)."""
         profile = await self.profiles.load_active(conn, customer_id)
-        profile.opt_in(channel, source)
+        profile.opt_in(channel, source, phone=phone)
         await self.profiles.save(conn, profile, meta)
         return profile
 

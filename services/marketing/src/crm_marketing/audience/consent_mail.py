@@ -3,7 +3,8 @@
 A link's token is ``<base64url(json)>.<base64url(hmac-sha256)>`` over the customer id, the
 request id and an expiry, keyed by a key derived from the service secret. It names no e-mail
 address. The mail is queued in ``consent_mails`` in the request's transaction and sent after
-commit; a job retries what the SMTP server did not take.
+commit; a job retries what the SMTP server did not take. One address gets at most
+``MAILS_PER_HOUR`` of them an hour.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from crm_runtime.db import Conn
+from crm_runtime.errors import TooManyRequests
 from crm_runtime.mail import Mailer, MailError, OutgoingMail
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,28 @@ def verify(secret: str, token: str, now: datetime | None = None) -> LinkClaims:
     if parsed.expires < (now or datetime.now(UTC)):
         raise InvalidLink("the link has expired")
     return parsed
+
+
+MAILS_PER_HOUR = 3
+"""At most this many confirmation mails go to one address in an hour (a form cannot be used to
+flood someone's inbox); further requests are accepted and send nothing."""
+
+
+class TooManyConfirmations(TooManyRequests):
+    """The address had its hourly share of confirmation mails."""
+
+
+async def check_cap(conn: Conn, address: str, per_hour: int = MAILS_PER_HOUR) -> None:
+    """TooManyConfirmations if ``address`` had ``per_hour`` confirmation mails in the last hour."""
+    wait = await conn.fetchval(
+        "SELECT ceil(extract(epoch FROM created_at + interval '1 hour' - now()))::int"
+        " FROM consent_mails WHERE address = $1 AND created_at > now() - interval '1 hour'"
+        " ORDER BY created_at DESC OFFSET $2 LIMIT 1",
+        address,
+        per_hour - 1,
+    )
+    if wait is not None:
+        raise TooManyConfirmations(max(1, int(wait)))
 
 
 async def queue(conn: Conn, request_id: str, customer_id: str, address: str) -> None:

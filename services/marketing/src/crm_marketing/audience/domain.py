@@ -3,12 +3,14 @@
 Consent rules (nothing is sent without it):
 - e-mail needs double opt-in: a request (pending, a confirmation mail with a signed link goes out)
   and its confirmation with that request's id; a stale or foreign link grants nothing;
-- SMS and push are granted by an explicit opt-in;
+- SMS and push are granted by an explicit opt-in; SMS consent is for the phone number it was
+  given for (``address``, digits and ``+`` only) and counts only while the profile has that number;
 - any channel can be withdrawn; a withdrawn channel is granted again only by a new opt-in.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -58,6 +60,16 @@ class Consent:
 
 def _norm(email: str | None) -> str | None:
     return email.strip().lower() if email else email
+
+
+def phone_key(phone: str | None) -> str | None:
+    """A phone number as SMS consent records it: only its digits and ``+`` (None if none).
+
+    The SQL readers compare ``regexp_replace(profiles.phone, '[^0-9+]', '', 'g')`` with it.
+    """
+    if not phone:
+        return None
+    return re.sub(r"[^0-9+]", "", phone) or None
 
 
 class Profile(Aggregate):
@@ -122,6 +134,12 @@ class Profile(Aggregate):
             and (c.address is None or c.address == _norm(email))
         )
 
+    def sms_consented(self) -> bool:
+        """SMS consent is granted for the phone number the profile has now."""
+        c = self.consents.get("sms")
+        key = phone_key(self.values.get("phone"))
+        return c is not None and c.status == "granted" and key is not None and c.address == key
+
     def request_email_consent(self, request_id: str, source: str | None) -> bool:
         """Start double opt-in for the current address; False if it is already confirmed."""
         self.ensure_active()
@@ -161,16 +179,38 @@ class Profile(Aggregate):
         )
         return True
 
-    def opt_in(self, channel: Channel, source: str | None) -> bool:
-        """SMS or push opt-in. E-mail needs double opt-in. False if already granted."""
+    def opt_in(self, channel: Channel, source: str | None, *, phone: str | None = None) -> bool:
+        """SMS or push opt-in. E-mail needs double opt-in. False if already granted.
+
+        SMS consent is given for a phone number: ``phone`` (the number the person gave, e.g. on
+        a form) or else the profile's. A number that is not the profile's records nothing
+        (False): consent never follows a number onto someone else's profile.
+        """
         self.ensure_active()
         if channel == "email":
             raise DomainError("e-mail consent needs double opt-in: request a confirmation mail")
-        c = self.consents.get(channel)
-        if c is not None and c.status == "granted":
-            return False
+        address: str | None = None
+        if channel == "sms":
+            current = phone_key(self.values.get("phone"))
+            if phone is not None and phone_key(phone) != current:
+                return False
+            if current is None:
+                raise DomainError("the profile has no phone number to opt in for SMS")
+            if self.sms_consented():
+                return False
+            address = current
+        else:
+            c = self.consents.get(channel)
+            if c is not None and c.status == "granted":
+                return False
         self.record(
-            ConsentGranted(customer_id=self.id, channel=channel, method="opt_in", source=source)
+            ConsentGranted(
+                customer_id=self.id,
+                channel=channel,
+                method="opt_in",
+                address=address,
+                source=source,
+            )
         )
         return True
 
@@ -271,8 +311,11 @@ class Profile(Aggregate):
         for k in e.folded:
             self.values[k] = dumped[k]
         for c in e.consents:
+            address = c.address
+            if c.channel == "sms" and c.status == "granted" and address is None:
+                address = phone_key(self.values.get("phone"))  # recorded before numbers were
             self.consents[c.channel] = Consent(
-                c.status, c.address, source=f"merge:{e.merged_customer_id}"
+                c.status, address, source=f"merge:{e.merged_customer_id}"
             )
         for d in e.devices:
             self.devices[d.token] = d.platform
@@ -293,8 +336,12 @@ class Profile(Aggregate):
 
     @applies(ConsentGranted)
     def _granted(self, e: ConsentGranted) -> None:
+        address = e.address
+        if e.channel == "sms" and address is None:
+            # an SMS grant recorded before grants named their number: the number of the time
+            address = phone_key(self.values.get("phone"))
         self.consents[e.channel] = Consent(
-            "granted", e.address, request_id=e.request_id, source=e.source
+            "granted", address, request_id=e.request_id, source=e.source
         )
 
     @applies(ConsentWithdrawn)

@@ -35,7 +35,10 @@ Text = Annotated[str, Field(min_length=1, max_length=100)]
 
 class ConsentOut(BaseModel):
     status: Literal["pending", "granted", "withdrawn"]
-    address: str | None = Field(default=None, description="e-mail: the confirmed address")
+    address: str | None = Field(
+        default=None,
+        description="e-mail: the confirmed address; SMS: the number it was given for (digits, +)",
+    )
     source: str | None = None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from crm_events.schemas.marketing_campaigns import Channel
 from crm_marketing.campaigns import views
@@ -78,7 +78,7 @@ class ScheduleIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"send_at": "2026-04-01T09:00:00Z"}, {}]}
     )
 
-    send_at: datetime | None = Field(
+    send_at: AwareDatetime | None = Field(
         default=None, description="when to start sending (ISO 8601 with zone); omitted: now"
     )
 
@@ -239,7 +239,7 @@ async def get_campaign(
     ctx: CtxDep,
     user: AnyRole,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[AwareDatetime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> CampaignOut:
     if as_of is not None:
         c = await CampaignHandlers(ctx.store).campaigns.load(campaign_id, as_of=as_of)

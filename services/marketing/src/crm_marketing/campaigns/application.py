@@ -7,6 +7,7 @@ hours) or skipped with the reason — all in the transaction that records ``send
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -21,10 +22,45 @@ from crm_marketing.delivery import messages, ports
 from crm_marketing.delivery.messages import MessageKey, NewMessage
 from crm_marketing.delivery.settings import DeliverySettings
 from crm_runtime.db import Conn
+from crm_runtime.errors import Conflict, InvalidInput, NotFound
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 
+log = logging.getLogger(__name__)
+
 SYSTEM = Metadata(actor="system:campaigns")
+
+
+async def check_sources(
+    conn: Conn, *, segment_id: str, template_id: str, channel: Channel, drafting: bool
+) -> None:
+    """The segment exists and is active, the template exists, is active and is for ``channel``.
+
+    Drafting (the ids are in the request): an unknown id or a template of another channel is a
+    422 naming the field; scheduling: a 409. An archived segment or template is a 409. The
+    segment stays locked (FOR SHARE) until the caller's transaction ends, so it cannot be
+    archived in between.
+    """
+
+    def bad(field: str, reason: str) -> Exception:
+        if drafting:
+            return InvalidInput(field, reason)
+        return Conflict(f"{field}: {reason}", field=field)
+
+    segment = await ports.segment_status(conn, segment_id, lock=True)
+    if segment is None:
+        raise bad("segment_id", f"segment {segment_id} does not exist")
+    if segment != "active":
+        raise Conflict(f"segment {segment_id} is archived", field="segment_id")
+    template = await ports.template_status(conn, template_id)
+    if template is None:
+        raise bad("template_id", f"template {template_id} does not exist")
+    if template[0] != channel:
+        raise bad(
+            "template_id", f"template {template_id} is a {template[0]} template, not {channel}"
+        )
+    if template[1] != "active":
+        raise Conflict(f"template {template_id} is archived", field="template_id")
 
 
 class CampaignHandlers:
@@ -43,6 +79,9 @@ class CampaignHandlers:
         metadata: Metadata,
         now: datetime,
     ) -> Campaign:
+        await check_sources(
+            conn, segment_id=segment_id, template_id=template_id, channel=channel, drafting=True
+        )
         campaign = Campaign.create(
             str(uuid.uuid4()),
             name=name,
@@ -65,6 +104,14 @@ class CampaignHandlers:
         now: datetime,
     ) -> Campaign:
         campaign = await self._load(conn, campaign_id, expected)
+        if campaign.status in ("draft", "scheduled"):  # else the aggregate's 409 says why
+            await check_sources(
+                conn,
+                segment_id=campaign.segment_id,
+                template_id=campaign.template_id,
+                channel=campaign.channel,
+                drafting=False,
+            )
         campaign.schedule(max(send_at, now))
         await self.campaigns.save(conn, campaign, metadata)
         await views.upsert(conn, campaign, now)
@@ -98,7 +145,11 @@ class CampaignHandlers:
     async def start(
         self, conn: Conn, campaign: Campaign, cfg: DeliverySettings, now: datetime
     ) -> None:
-        """Materialise the recipients and move the campaign to sending (caller's transaction)."""
+        """Materialise the recipients and move the campaign to sending (caller's transaction).
+
+        Every message is rendered with the template's revision of now. NotFound / Conflict: the
+        segment or template is gone, archived (segment) or of another channel."""
+        revision, _ = await ports.current_template(conn, campaign.template_id, campaign.channel)
         members = list(dict.fromkeys(await ports.segment_members(conn, campaign.segment_id)))
         reach = await messages.reach(conn, [(m, campaign.channel) for m in members])
         quiet = QuietHours(cfg.quiet_hours_start, cfg.quiet_hours_end, cfg.default_timezone)
@@ -117,7 +168,13 @@ class CampaignHandlers:
                 skipped.append((key, reason))
                 reasons[reason] += 1
         await messages.insert_messages(
-            conn, rows, campaign_id=campaign.id, trigger_id=None, episode_id=None, now=now
+            conn,
+            rows,
+            campaign_id=campaign.id,
+            trigger_id=None,
+            episode_id=None,
+            now=now,
+            template_revision=revision,
         )
         await messages.skip_new(conn, self.store, skipped, SYSTEM)
         campaign.start(members=len(members), queued=len(rows) - len(skipped), skipped=dict(reasons))
@@ -134,7 +191,10 @@ class CampaignHandlers:
 async def start_due_campaigns(
     pool: asyncpg.Pool, store: EventStore, cfg: DeliverySettings, now: datetime
 ) -> int:
-    """Start every scheduled campaign whose time has come (one transaction each)."""
+    """Start every scheduled campaign whose time has come (one transaction each).
+
+    A campaign that cannot start (its segment or template is gone, archived or of another
+    channel) is cancelled with the reason, and the others start all the same."""
     handlers = CampaignHandlers(store)
     started = 0
     while True:
@@ -147,7 +207,19 @@ async def start_due_campaigns(
             if campaign_id is None:
                 return started
             campaign = await handlers.campaigns.load(campaign_id, conn=conn)
-            await handlers.start(conn, campaign, cfg, now)
+            try:
+                async with conn.transaction():  # a savepoint: a failed start leaves nothing
+                    await handlers.start(conn, campaign, cfg, now)
+            except (NotFound, Conflict, InvalidInput) as exc:
+                log.warning(
+                    "campaign cannot start; cancelled",
+                    extra={"campaign_id": campaign_id, "error": type(exc).__name__},
+                )
+                campaign = await handlers.campaigns.load(campaign_id, conn=conn)
+                campaign.cancel(f"could not start: {exc.detail}"[:500], 0)
+                await handlers.campaigns.save(conn, campaign, SYSTEM)
+                await views.upsert(conn, campaign, now)
+                continue
             started += 1
 
 

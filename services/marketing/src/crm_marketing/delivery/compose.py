@@ -78,30 +78,41 @@ def compose_rendered(
     )
 
 
+RendererKey = tuple[str, int | None, str]
+"""(template id, revision or None for the current one, channel)"""
+
+
 class BatchComposer:
     """Composes a batch of messages with one read of its profiles and templates."""
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.variables: dict[str, dict[str, object]] = {}
-        self.renderers: dict[tuple[str, str], ports.Renderer | Exception] = {}
+        self.renderers: dict[RendererKey, ports.Renderer | Exception] = {}
 
-    async def load(self, conn: Conn, targets: list[tuple[str, str, str]]) -> None:
-        """``targets``: (customer id, template id, channel) of the batch."""
+    async def load(self, conn: Conn, targets: list[tuple[str, str, str, int | None]]) -> None:
+        """``targets``: (customer id, template id, channel, template revision) of the batch."""
         self.variables = await ports.profile_variables_many(conn, [t[0] for t in targets])
-        for _, template_id, channel in targets:
-            if (template_id, channel) not in self.renderers:
+        for _, template_id, channel, revision in targets:
+            key = (template_id, revision, channel)
+            if key not in self.renderers:
                 try:
-                    self.renderers[template_id, channel] = await ports.template_renderer(
-                        conn, template_id, channel
+                    self.renderers[key] = await ports.template_renderer(
+                        conn, template_id, channel, revision
                     )
                 except Exception as exc:  # every message of it fails to render
-                    self.renderers[template_id, channel] = exc
+                    self.renderers[key] = exc
 
     def compose(
-        self, *, message_id: UUID, customer_id: str, template_id: str, channel: str
+        self,
+        *,
+        message_id: UUID,
+        customer_id: str,
+        template_id: str,
+        channel: str,
+        revision: int | None = None,
     ) -> Composed:
-        render = self.renderers[template_id, channel]
+        render = self.renderers[template_id, revision, channel]
         if isinstance(render, Exception):
             raise render
         return compose_rendered(
@@ -122,10 +133,16 @@ async def compose(
     template_id: str,
     channel: str,
     track: bool = True,
+    revision: int | None = None,
 ) -> Composed:
-    """One message (e.g. "view in browser")."""
+    """One message (e.g. "view in browser"), with the template revision it was sent with
+    (``revision``, else the one recorded on the message, else the current one)."""
+    if revision is None:
+        revision = await conn.fetchval(
+            "SELECT template_revision FROM messages WHERE message_id = $1", message_id
+        )
     variables = await ports.profile_variables(conn, customer_id)
-    render = await ports.template_renderer(conn, template_id, channel)
+    render = await ports.template_renderer(conn, template_id, channel, revision)
     return compose_rendered(
         tracker, render, variables, message_id=message_id, channel=channel, track=track
     )

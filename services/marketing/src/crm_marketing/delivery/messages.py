@@ -141,8 +141,10 @@ async def insert_messages(
     trigger_id: str | None,
     episode_id: UUID | None,
     now: datetime,
+    template_revision: int | None = None,
 ) -> None:
-    """Queued rows, or skipped ones at version 1 (the caller appends their skip events)."""
+    """Queued rows, or skipped ones at version 1 (the caller appends their skip events);
+    ``template_revision``: the revision every row is rendered with (None: fixed at first claim)."""
     await conn.copy_records_to_table(
         "messages",
         records=[
@@ -159,6 +161,7 @@ async def insert_messages(
                 due,
                 1 if reason else 0,
                 now,
+                template_revision,
             )
             for mid, cid, channel, template_id, reason, due in rows
         ],
@@ -175,6 +178,7 @@ async def insert_messages(
             "due_at",
             "version",
             "created_at",
+            "template_revision",
         ],
     )
 
@@ -202,6 +206,9 @@ SELECT u.ord, p.timezone,
        CASE WHEN u.channel = 'email' AND c.status = 'granted' AND c.address IS NOT NULL
                  AND c.address <> lower(p.email)
             THEN 'pending'  -- granted for an address that is no longer theirs
+            WHEN u.channel = 'sms' AND c.status = 'granted' AND p.phone IS NOT NULL
+                 AND c.address IS DISTINCT FROM regexp_replace(p.phone, '[^0-9+]', '', 'g')
+            THEN 'pending'  -- granted for a number that is not (or no longer) theirs
             ELSE c.status END AS consent,
        CASE u.channel
            WHEN 'email' THEN p.email
@@ -220,7 +227,7 @@ async def reach(conn: Conn, targets: Sequence[tuple[str, str]]) -> list[Reach]:
 
     Reads the audience tables (profiles, consents, push_devices) the way the audience's
     ``contact_point`` does, but for a whole batch: a contact point counts only with consent
-    (for e-mail, consent given for the address the profile has now).
+    (for e-mail and SMS, consent given for the address or number the profile has now).
     """
     if not targets:
         return []

@@ -35,6 +35,23 @@ async def segment_members(conn: Conn, segment_id: str) -> list[str]:
     return list(await api.members(conn, segment_id))
 
 
+async def segment_status(conn: Conn, segment_id: str, *, lock: bool = False) -> str | None:
+    """``active`` / ``archived``, or None (no such segment). ``lock``: hold it (FOR SHARE) so
+    it cannot be archived until the caller's transaction ends."""
+    status = await conn.fetchval(
+        "SELECT status FROM segments WHERE segment_id = $1" + (" FOR SHARE" if lock else ""),
+        segment_id,
+    )
+    return None if status is None else str(status)
+
+
+async def template_status(conn: Conn, template_id: str) -> tuple[str, str] | None:
+    """``(channel, status)`` of a template, or None (no such template)."""
+    from crm_marketing.templates import api
+
+    return await api.template_status(conn, template_id)
+
+
 async def render(
     conn: Conn, template_id: str, channel: str, variables: dict[str, object]
 ) -> Rendered:
@@ -47,20 +64,40 @@ async def render(
 Renderer = Callable[[dict[str, object]], Rendered]
 
 
-async def template_renderer(conn: Conn, template_id: str, channel: str) -> Renderer:
-    """Load a template's current revision once and render it for many recipients (what
-    ``render`` does per call). NotFound / Conflict as ``render``."""
-    from crm_marketing.templates import adapters, api
+async def current_template(conn: Conn, template_id: str, channel: str) -> tuple[int, str]:
+    """``(revision, status)`` of a template now. NotFound (no such template), Conflict (a
+    template of another channel)."""
+    from crm_marketing.templates import adapters
 
     row = await adapters.get(conn, template_id)
     if row is None:
         raise NotFound(f"template {template_id} does not exist")
     if row["channel"] != channel:
         raise Conflict(f"template {template_id} is a {row['channel']} template, not {channel}")
-    revision, kind, content = row["revision"], row["channel"], row["content"]
+    return int(row["revision"]), str(row["status"])
+
+
+async def template_renderer(
+    conn: Conn, template_id: str, channel: str, revision: int | None = None
+) -> Renderer:
+    """Load a template's revision (None: the current one) once and render it for many
+    recipients (what ``render`` does per call). NotFound / Conflict as ``render``."""
+    from crm_marketing.templates import adapters, api
+
+    row = (
+        await adapters.get(conn, template_id)
+        if revision is None
+        else await adapters.get_revision(conn, template_id, revision)
+    )
+    if row is None:
+        what = f"template {template_id}" + (f" revision {revision}" if revision else "")
+        raise NotFound(f"{what} does not exist")
+    if row["channel"] != channel:
+        raise Conflict(f"template {template_id} is a {row['channel']} template, not {channel}")
+    rev, kind, content = int(row["revision"]), row["channel"], row["content"]
 
     def render_one(variables: dict[str, object]) -> Rendered:
-        return api.render_content(template_id, revision, kind, content, variables)
+        return api.render_content(template_id, rev, kind, content, variables)
 
     return render_one
 

@@ -81,6 +81,7 @@ class Claim:
     provider_id: str
     address: str
     attempts: int
+    revision: int | None = None  # of the template; None: it does not exist (fails to render)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class ClaimReport:
 
 _COLUMNS = (
     "message_id, customer_id, channel, campaign_id, trigger_id, template_id, status,"
-    " provider_id, version, attempts"
+    " provider_id, version, attempts, template_revision"
 )
 
 
@@ -181,6 +182,7 @@ class Deliverer:
                 )
             reach = await messages.reach(conn, [(r["customer_id"], r["channel"]) for r in rows])
             recent = await self._recent(conn, {r["customer_id"] for r in queued}, now)
+            revisions = await self._revisions(conn, rows)
             lease = now + timedelta(seconds=self.cfg.lease_seconds)
             skipped: list[tuple[MessageKey, SkipReason]] = []
             deferred: list[tuple[UUID, datetime]] = []
@@ -213,6 +215,7 @@ class Deliverer:
                         provider_id=row["provider_id"] or self._message_id(key.message_id),
                         address=where.address,
                         attempts=row["attempts"] + 1,
+                        revision=revisions.get(key.message_id),
                     )
                 )
             if claimed_new:
@@ -233,6 +236,20 @@ class Deliverer:
                     claimed_again,
                     lease,
                 )
+            fixed = [
+                (r["message_id"], revisions[r["message_id"]])
+                for r in rows
+                if r["template_revision"] is None and r["message_id"] in revisions
+            ]
+            claimed = {c.key.message_id for c in report.claimed}
+            fixed = [f for f in fixed if f[0] in claimed]
+            if fixed:  # what a resend of it renders, too
+                await conn.execute(
+                    "UPDATE messages m SET template_revision = u.rev"
+                    " FROM unnest($1::uuid[], $2::int[]) AS u(id, rev) WHERE m.message_id = u.id",
+                    [f[0] for f in fixed],
+                    [f[1] for f in fixed],
+                )
             if deferred:
                 await conn.execute(
                     "UPDATE messages m SET due_at = u.due"
@@ -246,6 +263,27 @@ class Deliverer:
             report.skipped = len(skipped)
             report.deferred = len(deferred)
         return report
+
+    async def _revisions(self, conn: Conn, rows: list[asyncpg.Record]) -> dict[UUID, int]:
+        """The template revision each message is rendered with: the one recorded on it, else
+        (a message from before revisions were recorded) the template's current one, which the
+        claim then records, so a resend renders the same revision."""
+        missing = list({r["template_id"] for r in rows if r["template_revision"] is None})
+        current: dict[str, int] = {}
+        if missing:
+            found = await conn.fetch(
+                "SELECT template_id, revision FROM templates WHERE template_id = ANY($1::text[])",
+                missing,
+            )
+            current = {r["template_id"]: int(r["revision"]) for r in found}
+        out: dict[UUID, int] = {}
+        for r in rows:
+            revision = r["template_revision"]
+            if revision is None:
+                revision = current.get(r["template_id"])
+            if revision is not None:
+                out[r["message_id"]] = int(revision)
+        return out
 
     def _message_id(self, message_id: UUID) -> str:
         return f"<{message_id}@{self.domain}>"
@@ -321,7 +359,8 @@ class Deliverer:
         try:
             composer = BatchComposer(self.tracker)
             await composer.load(
-                conn, [(c.key.customer_id, c.template_id, c.key.channel) for c in claims]
+                conn,
+                [(c.key.customer_id, c.template_id, c.key.channel, c.revision) for c in claims],
             )
             for claim in claims:
                 await prepared.put(self._compose(composer, claim))
@@ -340,6 +379,7 @@ class Deliverer:
                 customer_id=key.customer_id,
                 template_id=claim.template_id,
                 channel=key.channel,
+                revision=claim.revision,
             )
         except Exception as exc:  # a template that cannot be rendered for this customer
             log.warning(

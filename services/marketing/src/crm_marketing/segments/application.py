@@ -121,6 +121,18 @@ class SegmentHandlers:
         await self._locked_row(conn, segment_id)
         segment = await self.segments.load(segment_id, conn=conn)
         check_version(expected, segment.version)
+        using = await conn.fetchrow(
+            "SELECT campaign_id, status FROM campaigns WHERE segment_id = $1"
+            " AND status IN ('scheduled', 'sending') ORDER BY created_at, campaign_id LIMIT 1",
+            segment_id,
+        )
+        if using is not None:
+            raise Conflict(
+                f"segment {segment_id} is used by {using['status']} campaign"
+                f" {using['campaign_id']}; cancel it first",
+                campaign_id=using["campaign_id"],
+                campaign=f"/campaigns/{using['campaign_id']}",
+            )
         segment.archive()
         await self.segments.save(conn, segment, meta)
         await adapters.upsert(conn, segment, now, meta.actor)

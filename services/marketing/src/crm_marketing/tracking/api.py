@@ -2,7 +2,8 @@
 
 - ``GET /t/o/{token}.gif``: the open pixel; always the same GIF, whatever the token.
 - ``GET /t/c/{token}``: 302 to the link that was in the message, nowhere else; a click also
-  identifies the browser's visitor id (cookie ``crm_vid`` or ``?vid=``) as the customer.
+  identifies the browser's visitor id (the ``crm_vid`` cookie only: a link's query can be
+  forwarded) as the customer, unless that visitor is already someone else.
 - ``GET /t/u/{token}``: a page asking to confirm; ``POST``: unsubscribe (RFC 8058 one-click).
 - ``GET /t/v/{token}``: the message in the browser.
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Depends, Query, Request
+from fastapi import APIRouter, Cookie, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crm_marketing.delivery import ports
@@ -25,6 +27,7 @@ from crm_marketing.delivery.compose import Tracker, compose
 from crm_marketing.delivery.settings import delivery_settings
 from crm_marketing.settings import now as clock_now
 from crm_marketing.tracking import application, tokens
+from crm_marketing.web.application import VISITOR_ID
 from crm_runtime.context import ServiceContext
 from crm_runtime.eventstore import Metadata
 from crm_runtime.http.app import CtxDep
@@ -43,7 +46,7 @@ router = APIRouter(
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
-_VISITOR_ID_MAX = 200
+_VISITOR = re.compile(VISITOR_ID)
 
 
 def _key(ctx: ServiceContext) -> bytes:
@@ -92,13 +95,13 @@ async def click(
     token: str,
     ctx: CtxDep,
     crm_vid: Annotated[str | None, Cookie()] = None,
-    vid: Annotated[str | None, Query(max_length=_VISITOR_ID_MAX)] = None,
 ) -> Response:
     found = tokens.verify(_key(ctx), "c", token)
     if found is None:
         return _not_found()
     message_id, index = found
-    visitor = vid or crm_vid
+    # Only the browser's own cookie: a visitor id in the URL would travel with a forwarded mail.
+    visitor = crm_vid if crm_vid and _VISITOR.match(crm_vid) else None
     async with ctx.pool.acquire() as conn, conn.transaction():
         hit = await application.record_click(
             conn, ctx.store, message_id, index, clock_now(ctx), _metadata()
@@ -106,7 +109,7 @@ async def click(
         if hit is None:
             return _not_found()
         url, customer_id = hit
-        if visitor and len(visitor) <= _VISITOR_ID_MAX:
+        if visitor:  # never re-links a visitor identified as another customer
             await ports.identify_visitor(
                 conn, ctx.store, visitor_id=visitor, customer_id=customer_id, metadata=_metadata()
             )

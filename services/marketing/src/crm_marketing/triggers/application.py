@@ -20,10 +20,11 @@ from typing import Any
 import asyncpg
 
 from crm_events.schemas.marketing_campaigns import MessageSkipped, TriggerFired, TriggerRule
-from crm_marketing.delivery import messages
+from crm_marketing.delivery import messages, ports
 from crm_marketing.delivery.messages import MessageKey
 from crm_marketing.triggers.domain import Trigger, decide
 from crm_runtime.db import Conn
+from crm_runtime.errors import Conflict, NotFound
 from crm_runtime.eventstore import Checkpoint, EventStore, Metadata, StoredEvent
 from crm_runtime.repository import Repository, check_version
 
@@ -92,6 +93,17 @@ class TriggerHandlers:
             trigger_id,
             now,
         )
+        # Its delayed messages not sent yet are dropped, each with its event.
+        dropped = await conn.fetch(
+            "UPDATE messages SET status = 'skipped', skip_reason = 'cancelled',"
+            " version = version + 1 WHERE trigger_id = $1 AND status = 'queued'"
+            " RETURNING message_id, customer_id, channel, campaign_id, trigger_id, version",
+            trigger_id,
+        )
+        for row in dropped:
+            key = MessageKey.of(row)
+            skipped = MessageSkipped(**key.ref(), reason="cancelled")
+            await messages.append(conn, self.store, key, row["version"] - 1, [skipped], metadata)
         return trigger
 
     async def resume(
@@ -233,6 +245,12 @@ async def _start(
         message_id,
     )
     if message_id is not None and send_at is not None:
+        try:  # rendered later with the template as it is now
+            revision: int | None = (
+                await ports.current_template(conn, rule.template_id, rule.channel)
+            )[0]
+        except (NotFound, Conflict):
+            revision = None  # it will not render: the sender skips it (render_failed)
         await messages.insert_messages(
             conn,
             [(message_id, customer_id, rule.channel, rule.template_id, None, send_at)],
@@ -240,6 +258,7 @@ async def _start(
             trigger_id=trigger_id,
             episode_id=episode_id,
             now=now,
+            template_revision=revision,
         )
     fired = TriggerFired(
         trigger_id=trigger_id,

@@ -21,6 +21,7 @@ from crm_events.schemas.marketing import (
     ProductViewed,
     Searched,
 )
+from crm_marketing.audience import consent_mail
 from crm_marketing.audience.api import customer_of_visitor, identify_visitor
 from crm_marketing.audience.commands import AudienceCommands
 from crm_marketing.audience.profiles import canonical
@@ -330,7 +331,8 @@ def _check(f: FormField, value: str) -> str | None:
 async def submit_form(
     conn: Conn, store: EventStore, form: LiveForm, sub: Submission, meta: Metadata
 ) -> tuple[str, list[str]]:
-    """Create or update the person; returns their customer id and the opt-in mails to send."""
+    """Create the person or fill in their empty fields; returns their customer id and the
+    opt-in mails to send."""
     email = sub.profile_values["email"]
     cid, minted = await people.resolve_or_mint(conn, email)
     cid = await canonical(conn, cid)
@@ -356,11 +358,18 @@ async def submit_form(
     source = f"form:{form.form_id}"
     for channel in sub.consents:
         if channel == "email":
-            request_id = await audience.request_email_consent(conn, cid, source, meta)
+            try:
+                request_id = await audience.request_email_consent(conn, cid, source, meta)
+            except consent_mail.TooManyConfirmations:
+                request_id = None  # accepted like any other; no further mail this hour
             if request_id:
                 mails.append(request_id)
-        else:
-            await audience.opt_in(conn, cid, channel, source, meta)
+        elif sub.profile_values.get("phone"):
+            # SMS consent only for the number given here, and only if it is the profile's
+            # (a known customer's number is never replaced by a form).
+            await audience.opt_in(
+                conn, cid, channel, source, meta, phone=sub.profile_values["phone"]
+            )
     if sub.visitor_id:
         await identify_visitor(
             conn, store, visitor_id=sub.visitor_id, customer_id=cid, metadata=meta, via="form"

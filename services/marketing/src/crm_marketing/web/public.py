@@ -69,10 +69,15 @@ def _meta(site_key_id: str) -> Metadata:
 
 
 def client_ip(request: Request, trust_forwarded_for: bool) -> str:
+    """The client's IP: behind a trusted proxy the right-most ``X-Forwarded-For`` entry (the one
+    the proxy appended; entries left of it are whatever the client sent), else the peer."""
     if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        entries = [
+            e.strip() for h in request.headers.getlist("x-forwarded-for") for e in h.split(",")
+        ]
+        entries = [e for e in entries if e]
+        if entries:
+            return entries[-1]
     return request.client.host if request.client else "unknown"
 
 

@@ -138,7 +138,10 @@ class ConsentGranted(EventPayload):
     channel: Channel
     method: Literal["double_opt_in", "opt_in"]
     request_id: str | None = None
-    address: str | None = Field(default=None, description="the confirmed e-mail address")
+    address: str | None = Field(
+        default=None,
+        description="what the consent is for: the confirmed e-mail address, or the SMS number (digits and +)",
+    )
     source: str | None = None
 
 
