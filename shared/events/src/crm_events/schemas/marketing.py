@@ -140,7 +140,7 @@ class ConsentGranted(EventPayload):
     request_id: str | None = None
     address: str | None = Field(
         default=None,
-        description="what the consent is for: the confirmed e-mail address, or the SMS number (digits and +)",
+        description="what the consent is for: the confirmed e-mail address, or the SMS number",
     )
     source: str | None = None
 
