@@ -62,7 +62,7 @@ MATRIX: list[tuple[str, set[str]]] = [
     ("/analytics/service/response-times", READERS),
     ("/analytics/service/sla", READERS),
     ("/analytics/service/csat", READERS),
-    ("/analytics/marketing/campaigns/c1/funnel", MARKETING),
+    ("/analytics/marketing/campaigns/unknown-c1/funnel", MARKETING),
     ("/analytics/marketing/open-rates", MARKETING),
     ("/analytics/marketing/leads-by-source", MARKETING),
     ("/analytics/customers/at-risk", READERS | REPS_OWN),  # a rep: its own customers

@@ -108,6 +108,6 @@ async def test_profile_deals_and_health(
     assert view["owner_id"] == "alice"
     assert [d["deal_id"] for d in view["open_deals"]] == [deal]
     assert view["open_pipeline_base"] == "90000" and view["weighted_pipeline_base"] == "54000"
-    assert view["last_touch_type"] == "crm.sales.lead.captured"
+    assert view["last_touch_type"] == "crm.sales.deal.opened"
     assert view["health"]["score"] == 90  # 60 + 20 (touched today) + 10 (open deal)
     assert (await client.get(f"/customers/{c}")).status_code == 401

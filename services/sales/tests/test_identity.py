@@ -93,6 +93,8 @@ async def test_a_prospect_nobody_knows_becomes_a_web_lead_with_the_provisional_i
         "Ada Lovelace",
     )
     history = (await admin.get(f"/leads/{lead['id']}/history")).json()
+    full = (await admin.get(f"/leads/{lead['id']}")).json()
+    assert full["attribution"] == {"utm_source": "ads", "utm_campaign": "spring"}
     captured = history[0] if isinstance(history, list) else history["items"][0]
     assert captured["data"]["source_detail"] == "form-demo"
     assert captured["data"]["attribution"] == {"utm_source": "ads", "utm_campaign": "spring"}

@@ -137,7 +137,8 @@ async def _roots(conn: Conn) -> dict[str, str]:
 
 
 async def funnel(conn: Conn, campaign_id: str, window_days: int = 30) -> dict[str, Any]:
-    """One campaign's funnel. Messages count per step; a lead counts when a recipient who
+    """One campaign's funnel. Messages count per step (e-mail: delivered = sent - bounced, as
+    SMTP reports no delivery); a lead counts when a recipient who
     clicked got a lead captured within ``window_days`` after the click, or a lead carries the
     campaign as ``utm_campaign``; deals are those opened for the campaign's clicked or attributed
     customers within the window (after the click or the lead); won revenue sums the won ones, in
@@ -199,13 +200,15 @@ async def funnel(conn: Conn, campaign_id: str, window_days: int = 30) -> dict[st
             won += 1
             revenue += r["won_base"]
     sent = steps["sent"]
+    # E-mail has no delivery reports: a sent message that did not bounce counts as delivered.
+    delivered = sent - steps["bounced"] if steps["channel"] == "email" else steps["delivered"]
     return {
         "campaign_id": campaign_id,
         "channel": steps["channel"],
         "window_days": window_days,
         "steps": [
             {"step": "sent", "count": sent},
-            {"step": "delivered", "count": steps["delivered"]},
+            {"step": "delivered", "count": delivered},
             {"step": "opened", "count": steps["opened"]},
             {"step": "clicked", "count": steps["clicked"]},
             {"step": "lead", "count": len(leads)},
@@ -217,9 +220,9 @@ async def funnel(conn: Conn, campaign_id: str, window_days: int = 30) -> dict[st
         "won_revenue": str(revenue),
         "currency": currency,
         "rates": {
-            "delivery": _rate(steps["delivered"], sent),
-            "open": _rate(steps["opened"], steps["delivered"] or sent),
-            "click": _rate(steps["clicked"], steps["delivered"] or sent),
+            "delivery": _rate(delivered, sent),
+            "open": _rate(steps["opened"], delivered or sent),
+            "click": _rate(steps["clicked"], delivered or sent),
         },
     }
 

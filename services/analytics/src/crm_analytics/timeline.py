@@ -91,6 +91,11 @@ SUMMARIES: dict[str, Summariser] = {
         if d.get("assignee_id")
         else f"Ticket queued in {d.get('queue_id')}"
     ),
+    "crm.service.ticket.status_changed": lambda d: (
+        f"Ticket moved from {d['from_status'].replace('_', ' ')}"
+        f" to {d['to_status'].replace('_', ' ')}"
+    ),
+    "crm.marketing.profile.created": lambda d: "Marketing profile created",
     "crm.service.ticket.replied": lambda d: "Support answered the customer",
     "crm.service.ticket.customer_replied": lambda d: "The customer wrote on the ticket",
     "crm.service.ticket.resolved": lambda d: "Ticket resolved",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from crm_marketing.audience.routes import router as audience_router
 from crm_marketing.audience.sales_feed import run_audience_consumer
@@ -20,9 +23,12 @@ from crm_runtime import people
 from crm_runtime.http.app import create_service_app
 from crm_runtime.settings import Settings
 
+# Routes that take no user token (websites, mail recipients): see _document_tokenless.
+TOKENLESS = (web_public.router, tracking_router)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
+    app = create_service_app(
         settings or Settings.for_service("marketing"),
         title="CRM Marketing",
         description="Audience, consent, segments, campaigns, templates, web activity and triggers. "
@@ -50,3 +56,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         feed_roles=("analyst", "marketer"),
     )
+    _document_tokenless(app, TOKENLESS)
+    return app
+
+
+def _document_tokenless(app: FastAPI, routers: tuple[APIRouter, ...]) -> None:
+    """The app-wide responses (crm_runtime) promise every operation a 401 (no valid token) and a
+    403 (missing role). The routes of ``routers`` take no token: their operations in the OpenAPI
+    document lose the 401, and the 403 unless the route declares its own (a site key's origin).
+    """
+    declared = {
+        (route.path_format, method.lower()): {str(code) for code in route.responses}
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path, operations in schema.get("paths", {}).items():
+                for method, operation in operations.items():
+                    own = declared.get((path, method))
+                    if own is None or not isinstance(operation, dict):
+                        continue
+                    for code in ("401", "403"):
+                        if code not in own:
+                            operation.get("responses", {}).pop(code, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -45,8 +45,8 @@ async def win_rate(
     until: Annotated[
         str | None,
         Query(
-            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-            description="last month, YYYY-MM (default: this month, or as_of's)",
+            pattern=r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])$",
+            description="last month, YYYY-MM, 1970-2199 (default: this month, or as_of's)",
         ),
     ] = None,
     months: Annotated[int, Query(ge=1, le=120)] = 12,

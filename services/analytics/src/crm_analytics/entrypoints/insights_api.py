@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from crm_analytics import access, churn, marketing, service
 from crm_analytics.timeline import customer_ids
-from crm_runtime.errors import Forbidden, InvalidInput
+from crm_runtime.errors import Forbidden, InvalidInput, NotFound
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.auth import CurrentUser, Principal, require
 
@@ -46,6 +46,10 @@ async def ticket_spikes(
     first = start or last - timedelta(days=13)
     if first > last:
         raise InvalidInput("start", "is after end")
+    if (last - first).days > 366:
+        raise InvalidInput("end", "at most 366 days after start")
+    if not (date(1970, 1, 1) <= first and last <= date(2199, 12, 31)):
+        raise InvalidInput("start" if first.year < 1970 else "end", "between 1970 and 2199")
     async with ctx.pool.acquire() as conn:
         products = await service.ticket_spikes(
             conn,
@@ -110,7 +114,10 @@ async def campaign_funnel(
     window_days: Annotated[int, Query(ge=1, le=365, description="attribution window")] = 30,
 ) -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
-        return await marketing.funnel(conn, campaign_id, window_days)
+        result = await marketing.funnel(conn, campaign_id, window_days)
+    if result["channel"] is None:  # no message of it was seen
+        raise NotFound(f"no message of campaign {campaign_id} has been seen")
+    return result
 
 
 @marketing_router.get(

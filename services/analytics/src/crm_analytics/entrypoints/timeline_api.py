@@ -61,6 +61,13 @@ async def customer_timeline(
     async with ctx.pool.acquire() as conn:
         root, ids = await customer_ids(conn, customer_id)
         await check_customer(conn, user, root, ids)
+        seen = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = ANY($1::text[]))"
+            " OR EXISTS (SELECT 1 FROM timeline WHERE customer_id = ANY($1::text[]))",
+            ids,
+        )
+        if not seen:
+            raise NotFound(f"no customer {customer_id} has been seen")
         rows = await conn.fetch(
             """
             SELECT event_id, customer_id, occurred_at, context, event_type, summary, link,

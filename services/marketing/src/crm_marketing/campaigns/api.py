@@ -23,6 +23,7 @@ from crm_marketing.campaigns.http import (
     history,
     next_cursor,
 )
+from crm_marketing.settings import now as service_now
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
@@ -117,9 +118,33 @@ class Results(BaseModel):
     opened: int
     clicked: int
     unsubscribed: int
-    open_rate: float = Field(description="opened / sent and not bounced")
-    click_rate: float = Field(description="clicked / sent and not bounced")
-    click_to_open_rate: float
+    open_rate: float | None = Field(
+        description="opened / sent and not bounced; null while nothing was sent"
+    )
+    click_rate: float | None = Field(
+        description="clicked / sent and not bounced; null while nothing was sent"
+    )
+    click_to_open_rate: float | None = Field(
+        description="clicked / opened; null while nothing was opened"
+    )
+    deferred: int = Field(
+        description="queued recipients not due yet: waiting for the end of their quiet hours"
+        " (or for a retry after a temporary delivery failure)"
+    )
+    next_send_at: datetime | None = Field(
+        description="when the first deferred recipient becomes due (null: none deferred)"
+    )
+
+
+class CampaignDetail(CampaignOut):
+    deferred: int | None = Field(
+        default=None,
+        description="queued recipients not due yet (quiet hours or a retry's back-off);"
+        " null with as_of",
+    )
+    next_send_at: datetime | None = Field(
+        default=None, description="when the first deferred recipient becomes due"
+    )
 
 
 class Recipient(BaseModel):
@@ -233,22 +258,27 @@ async def list_campaigns(
     )
 
 
-@router.get("/{campaign_id}", response_model=CampaignOut, summary="A campaign (as_of: in the past)")
+@router.get(
+    "/{campaign_id}", response_model=CampaignDetail, summary="A campaign (as_of: in the past)"
+)
 async def get_campaign(
     campaign_id: str,
     ctx: CtxDep,
     user: AnyRole,
     response: Response,
     as_of: Annotated[AwareDatetime | None, Query(description="ISO 8601 time with zone")] = None,
-) -> CampaignOut:
+) -> CampaignDetail:
     if as_of is not None:
         c = await CampaignHandlers(ctx.store).campaigns.load(campaign_id, as_of=as_of)
         response.headers["ETag"] = etag(c.version)
-        return from_aggregate(c)
+        return CampaignDetail(**from_aggregate(c).model_dump())
     async with ctx.pool.acquire() as conn:
         row = await _row(conn, campaign_id)
+        deferred, next_send_at = await views.deferred(conn, campaign_id, service_now(ctx))
     response.headers["ETag"] = etag(row["version"])
-    return from_row(row)
+    return CampaignDetail(
+        **from_row(row).model_dump(), deferred=deferred, next_send_at=next_send_at
+    )
 
 
 @router.get(
@@ -329,7 +359,14 @@ async def campaign_results(campaign_id: str, ctx: CtxDep, user: AnyRole) -> Resu
     async with ctx.pool.acquire() as conn:
         row = await _row(conn, campaign_id)
         counts = await views.results(conn, campaign_id)
-    return Results(campaign_id=campaign_id, status=row["status"], **counts)
+        deferred, next_send_at = await views.deferred(conn, campaign_id, service_now(ctx))
+    return Results(
+        campaign_id=campaign_id,
+        status=row["status"],
+        deferred=deferred,
+        next_send_at=next_send_at,
+        **counts,
+    )
 
 
 @router.get(

@@ -85,9 +85,24 @@ async def results(conn: Conn, campaign_id: str) -> dict[str, Any]:
         "opened": funnel["opened"],
         "clicked": funnel["clicked"],
         "unsubscribed": funnel["unsubscribed"],
-        "open_rate": round(funnel["opened"] / reached, 4) if reached else 0.0,
-        "click_rate": round(funnel["clicked"] / reached, 4) if reached else 0.0,
-        "click_to_open_rate": round(funnel["clicked"] / funnel["opened"], 4)
-        if funnel["opened"]
-        else 0.0,
+        "open_rate": rate(funnel["opened"], reached),
+        "click_rate": rate(funnel["clicked"], reached),
+        "click_to_open_rate": rate(funnel["clicked"], funnel["opened"]),
     }
+
+
+def rate(part: int, whole: int) -> float | None:
+    """``part / whole`` to 4 places; None when there is nothing to divide by (not 0.0)."""
+    return round(part / whole, 4) if whole else None
+
+
+async def deferred(conn: Conn, campaign_id: str, now: datetime) -> tuple[int, datetime | None]:
+    """Queued recipients not yet due at ``now`` (quiet hours, or a retry's back-off) and the
+    earliest time one of them becomes due."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(due_at) AS next FROM messages"
+        " WHERE campaign_id = $1 AND status = 'queued' AND due_at > $2",
+        campaign_id,
+        now,
+    )
+    return (0, None) if row is None else (int(row["n"]), row["next"])

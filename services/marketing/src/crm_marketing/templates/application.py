@@ -9,21 +9,31 @@ from datetime import datetime
 from crm_events.schemas.marketing_segments import TemplateChannel, TemplateContent
 from crm_marketing.templates import adapters
 from crm_marketing.templates.domain import Template
-from crm_marketing.templates.rendering import Rendered, TemplateProblem, validate
+from crm_marketing.templates.rendering import Rendered, TemplateProblem, problems_of, validate
 from crm_marketing.templates.settings import limits
 from crm_runtime.db import Conn
-from crm_runtime.errors import InvalidInput, NotFound
+from crm_runtime.errors import CrmError, InvalidInput, NotFound
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 
 
+class InvalidContent(InvalidInput):
+    """422 with one entry in ``errors`` per bad part (``content.<part>`` and the reason)."""
+
+    def __init__(self, problems: list[TemplateProblem]) -> None:
+        errors = [{"field": f"content.{p.part}", "reason": p.reason} for p in problems]
+        CrmError.__init__(
+            self, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
+        )
+
+
 def check_content(channel: TemplateChannel, content: TemplateContent) -> Rendered:
     """The save-time check (syntax, variables, safety, channel limits with sample values):
-    422 naming ``content.<part>`` and the reason."""
+    422 naming each bad ``content.<part>`` and the reason."""
     try:
         return validate(channel, content.model_dump(), limits())
     except TemplateProblem as exc:
-        raise InvalidInput(f"content.{exc.part}", exc.reason) from None
+        raise InvalidContent(problems_of(exc)) from None
 
 
 @dataclass(frozen=True)

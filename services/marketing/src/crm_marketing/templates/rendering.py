@@ -283,21 +283,61 @@ class Compiled:
 
 
 def compile_template(channel: Channel, content: Mapping[str, str | None]) -> Compiled:
-    """Check a template's parts (syntax, variables, safety); raises TemplateProblem."""
+    """Check a template's parts (syntax, variables, safety); raises TemplateProblem (a
+    TemplateProblems when more than one part is wrong)."""
+    compiled, problems = _compile(channel, content)
+    if problems:
+        raise _combined(problems)
+    return compiled
+
+
+def _compile(
+    channel: Channel, content: Mapping[str, str | None]
+) -> tuple[Compiled, list[TemplateProblem]]:
+    """The parts that compile, and a problem for each part that does not (or is missing)."""
     allowed = PARTS[channel]
-    for part, value in content.items():
-        if value is not None and part not in allowed:
-            raise TemplateProblem(part, f"a {channel} template has only {', '.join(allowed)}")
+    problems = [
+        TemplateProblem(part, f"a {channel} template has only {', '.join(allowed)}")
+        for part, value in content.items()
+        if value is not None and part not in allowed
+    ]
     for part in REQUIRED[channel]:
         value = content.get(part)
         if value is None or not value.strip():
-            raise TemplateProblem(part, f"a {channel} template needs a {part}")
-    parts = {
-        part: check_source(part, value)
-        for part in allowed
-        if (value := content.get(part)) is not None and value.strip()
-    }
-    return Compiled(channel, parts)
+            problems.append(TemplateProblem(part, f"a {channel} template needs a {part}"))
+    parts: dict[str, Template] = {}
+    for part in allowed:
+        value = content.get(part)
+        if value is None or not value.strip():
+            continue
+        try:
+            parts[part] = check_source(part, value)
+        except TemplateProblem as exc:
+            problems.append(exc)
+    return Compiled(channel, parts), problems
+
+
+class TemplateProblems(TemplateProblem):
+    """More than one part is wrong: ``problems`` has one per part (``part``, ``reason``: the
+    first's, for callers that report one)."""
+
+    def __init__(self, problems: list[TemplateProblem]) -> None:
+        super().__init__(problems[0].part, problems[0].reason)
+        self.problems = problems
+        self.args = ("; ".join(str(p) for p in problems),)
+
+
+def problems_of(exc: TemplateProblem) -> list[TemplateProblem]:
+    """Every part's problem an exception carries (one, unless it is a TemplateProblems)."""
+    return list(exc.problems) if isinstance(exc, TemplateProblems) else [exc]
+
+
+def _combined(problems: list[TemplateProblem]) -> TemplateProblem:
+    first: dict[str, TemplateProblem] = {}
+    for problem in problems:
+        first.setdefault(problem.part, problem)
+    unique = list(first.values())
+    return unique[0] if len(unique) == 1 else TemplateProblems(unique)
 
 
 def _prepare(variables: Mapping[str, object]) -> dict[str, object]:
@@ -327,43 +367,82 @@ def render_compiled(
     compiled: Compiled, variables: Mapping[str, object], limits: Limits
 ) -> Rendered:
     """Render for one recipient and check the channel's limits (TemplateProblem if over)."""
+    rendered, problems = _render(compiled, variables, limits)
+    if problems or rendered is None:
+        raise _combined(problems or [TemplateProblem("template", "does not render")])
+    return rendered
+
+
+def _render(
+    compiled: Compiled, variables: Mapping[str, object], limits: Limits
+) -> tuple[Rendered | None, list[TemplateProblem]]:
+    """Render every compiled part and check each against the channel's limits: the message
+    (None unless every part rendered within its limits) and a problem per bad part."""
     values = _prepare(variables)
-    out = {part: _run(part, t, values) for part, t in compiled.parts.items()}
+    out: dict[str, str] = {}
+    problems: list[TemplateProblem] = []
+    for part, template in compiled.parts.items():
+        try:
+            out[part] = _run(part, template, values)
+        except TemplateProblem as exc:
+            problems.append(exc)
     if compiled.channel == "email":
-        subject = " ".join(out["subject"].split())  # one header line, always
-        if not subject:
-            raise TemplateProblem("subject", "renders empty")
-        if len(subject) > SUBJECT_MAX:
-            raise TemplateProblem("subject", f"renders longer than {SUBJECT_MAX} characters")
+        subject: str | None = None
+        if "subject" in out:
+            subject = " ".join(out["subject"].split())  # one header line, always
+            if not subject:
+                problems.append(TemplateProblem("subject", "renders empty"))
+            elif len(subject) > SUBJECT_MAX:
+                problems.append(
+                    TemplateProblem("subject", f"renders longer than {SUBJECT_MAX} characters")
+                )
+        if problems or subject is None or "html" not in out:
+            return None, problems
         text = out.get("text") or html_to_text(out["html"])
-        return Rendered("email", subject=subject, html=out["html"], text=text)
+        return Rendered("email", subject=subject, html=out["html"], text=text), []
     if compiled.channel == "sms":
+        if problems or "text" not in out:
+            return None, problems
         text = out["text"].strip()
         if not text:
-            raise TemplateProblem("text", "renders empty")
+            return None, [TemplateProblem("text", "renders empty")]
         info = sms_info(text)
         if info.segments > limits.sms_max_segments:
-            raise TemplateProblem(
-                "text",
-                f"renders to {info.segments} SMS segments ({info.encoding}, {info.units} units);"
-                f" at most {limits.sms_max_segments} are allowed",
-            )
+            return None, [
+                TemplateProblem(
+                    "text",
+                    f"renders to {info.segments} SMS segments ({info.encoding}, {info.units}"
+                    f" units); at most {limits.sms_max_segments} are allowed",
+                )
+            ]
         warnings: tuple[str, ...] = ()
         if info.encoding == "UCS-2":
             warnings = ("characters outside GSM-7 make this a UCS-2 SMS (70 per segment)",)
-        return Rendered("sms", text=text, sms=info, warnings=warnings)
-    title, body = out["title"].strip(), out["body"].strip()
-    for part, value, most in (
-        ("title", title, limits.push_title_max),
-        ("body", body, limits.push_body_max),
-    ):
+        return Rendered("sms", text=text, sms=info, warnings=warnings), []
+    push: dict[str, str] = {}
+    for part, most in (("title", limits.push_title_max), ("body", limits.push_body_max)):
+        if part not in out:
+            continue
+        value = out[part].strip()
         if not value:
-            raise TemplateProblem(part, "renders empty")
-        if len(value) > most:
-            raise TemplateProblem(part, f"renders {len(value)} characters; at most {most}")
-    return Rendered("push", title=title, body=body)
+            problems.append(TemplateProblem(part, "renders empty"))
+        elif len(value) > most:
+            problems.append(
+                TemplateProblem(part, f"renders {len(value)} characters; at most {most}")
+            )
+        else:
+            push[part] = value
+    if problems or len(push) < 2:
+        return None, problems
+    return Rendered("push", title=push["title"], body=push["body"]), []
 
 
 def validate(channel: Channel, content: Mapping[str, str | None], limits: Limits) -> Rendered:
-    """Save-time check: compile, then render with the sample values (limits included)."""
-    return render_compiled(compile_template(channel, content), SAMPLE, limits)
+    """Save-time check: compile, then render with the sample values (limits included). Every
+    bad part is reported (a TemplateProblems when there is more than one): the parts that
+    compiled are rendered even when another part did not compile."""
+    compiled, problems = _compile(channel, content)
+    rendered, more = _render(compiled, SAMPLE, limits)
+    if problems or more or rendered is None:
+        raise _combined(problems + more or [TemplateProblem("template", "does not render")])
+    return rendered

@@ -34,6 +34,7 @@ class Lead(Aggregate):
         self.team_id: str | None = None
         self.region: str | None = None
         self.product_line: str | None = None
+        self.attribution: dict[str, str] | None = None
         self.status: LeadStatus = "new"
         self.score: int | None = None
         self.notes: str | None = None
@@ -158,6 +159,7 @@ class Lead(Aggregate):
         self.team_id = e.team_id
         self.region = e.region
         self.product_line = e.product_line
+        self.attribution = e.attribution
 
     @applies(LeadAssigned)
     def _assigned(self, e: LeadAssigned) -> None:

@@ -74,16 +74,22 @@ class CorrelationMiddleware:
         cid = given if given and _CID.match(given) else str(uuid.uuid4())
         token = correlation_id.set(cid)
         started = time.perf_counter()
-        status = {"code": 500}
+        status: dict[str, int] = {"code": 500, "started": 0}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], 1
                 MutableHeaders(scope=message)["X-Correlation-ID"] = cid
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # A bug escaped the app: answer here, while the correlation id is still set, so the
+            # 500 and its log line carry it (Starlette's outer handler runs after it is reset).
+            if status["started"]:
+                raise
+            await problems.unexpected(exc)(scope, receive, send_with_id)
         finally:
             correlation_id.reset(token)
             route = scope.get("route")

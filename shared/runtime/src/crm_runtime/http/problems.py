@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +18,12 @@ from crm_runtime.logs import correlation_id
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# RFC 9110 names; Python's HTTPStatus still has the older phrase for 422
+TITLES = {422: "Unprocessable Content", 413: "Content Too Large"}
+UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
 
 
 def problem(
@@ -29,7 +36,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
+        "title": title or TITLES.get(status) or HTTPStatus(status).phrase,
         "status": status,
     }
     if detail:
@@ -81,7 +88,29 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, str(exc.detail) if exc.detail else None, headers=headers)
 
+    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # The statement failed, so its transaction rolled back: nothing changed.
+        reason = "contains a character that cannot be stored (such as NUL, U+0000)"
+        return problem(
+            422,
+            f"invalid request: a text value {reason}",
+            errors=[{"field": "body", "in": "request", "reason": f"a text value {reason}"}],
+        )
+
+    for cls in UNSTORABLE_TEXT:
+        app.add_exception_handler(cls, _unstorable)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return problem(500, "an unexpected error occurred; quote the correlation id")
+        return unexpected(exc)
+
+
+def unexpected(exc: BaseException) -> JSONResponse:
+    """The 500 for a bug: logged with the correlation id, which the body and header carry."""
+    log.error("unhandled error", exc_info=exc)
+    cid = correlation_id.get()
+    return problem(
+        500,
+        "an unexpected error occurred; quote the correlation id",
+        headers={"X-Correlation-ID": cid} if cid else None,
+    )

@@ -90,6 +90,9 @@ class LeadPublic(BaseModel):
     team_id: str | None = None
     region: str | None = None
     product_line: str | None = None
+    attribution: dict[str, str] | None = Field(
+        default=None, description="utm_source, utm_medium, utm_campaign… of a web lead"
+    )
     version: int
 
     @classmethod
@@ -109,6 +112,7 @@ class LeadPublic(BaseModel):
             team_id=lead.team_id,
             region=lead.region,
             product_line=lead.product_line,
+            attribution=lead.attribution,
             version=lead.version,
         )
 
