@@ -120,11 +120,11 @@ async def test_chart_series(
         {
             "name": "conversion",
             "points": [
-                ["identified", 0.75],  # L1, D1, D3 moved on; D4 was lost from it
+                ["identified", 0.5],  # 2 of 4 moved on; a move to lost is no conversion
                 ["requirements", 0.0],
                 ["demo", 1.0],
-                ["lost", 0.0],
-                ["won", 0.0],
+                ["lost", None],  # closing stages convert to nothing
+                ["won", None],
             ],
         }
     ]

@@ -196,10 +196,10 @@ async def test_queries_as_of_past_times(
         ("identified", 3, 2, 0.6667, 23.0),  # L1 36 days, D1 10 days; D3 still in it
         ("requirements", 1, 0, 0.0, None),
         ("demo", 1, 0, 0.0, None),  # D1 left demo only on 1 February
-        ("won", 1, 0, 0.0, None),
+        ("won", 1, 0, None, None),  # a closing stage has no conversion
     ]  # fmt: skip
     now_st = {s["stage"]: s for s in (await get("/analytics/sales/stages"))["stages"]}
-    assert now_st["identified"]["moved_on"] == 3 and now_st["demo"]["avg_days_in_stage"] == 12.0
+    assert now_st["identified"]["moved_on"] == 2 and now_st["demo"]["avg_days_in_stage"] == 12.0
 
     cov = await get("/analytics/sales/coverage", as_of="2026-01-25T00:00:00Z", untouched_days=30)
     assert cov["owners"] == [{"owner": "carl", "accounts": 1, "untouched": 0}]

@@ -419,7 +419,8 @@ def _add_months(d: date, n: int) -> date:
 async def stages(
     conn: Conn, pipeline_id: str, as_of: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Per stage: deals that entered it, how many went on to a later stage, time spent in it.
+    """Per stage: deals that entered it, how many went on to a later stage (a move to a lost
+    stage is no conversion), time spent in it. Closing stages (won, lost) have no conversion.
 
     A stage is left when the deal enters the next one, or when closing leaves it."""
     args: list[Any] = [pipeline_id]
@@ -431,16 +432,17 @@ async def stages(
         f"""
         WITH s AS (
             SELECT deal_id, stage_seq AS seq, min(stage) AS stage, min(pipeline_id) AS pipeline_id,
-                   min(stage_entered_at) AS entered_at, max(stage_left_at) AS closed_left
+                   min(stage_entered_at) AS entered_at, max(stage_left_at) AS closed_left,
+                   bool_or(status = 'lost') AS lost, bool_or(status IN ('won', 'lost')) AS closing
             FROM deal_versions WHERE {known}
             GROUP BY deal_id, stage_seq
         ), st AS (
-            SELECT deal_id, seq, stage, pipeline_id, entered_at,
+            SELECT deal_id, seq, stage, pipeline_id, entered_at, closing,
                    coalesce(lead(entered_at) OVER w, closed_left) AS left_at,
-                   lead(seq) OVER w IS NOT NULL AS moved
+                   lead(seq) OVER w IS NOT NULL AND NOT coalesce(lead(lost) OVER w, false) AS moved
             FROM s WINDOW w AS (PARTITION BY deal_id ORDER BY seq)
         )
-        SELECT stage,
+        SELECT stage, bool_and(closing) AS closing,
                count(DISTINCT deal_id) AS entered,
                count(DISTINCT deal_id) FILTER (WHERE moved) AS moved_on,
                avg(extract(epoch FROM left_at - entered_at))
@@ -456,7 +458,9 @@ async def stages(
             "stage": r["stage"],
             "entered": r["entered"],
             "moved_on": r["moved_on"],
-            "conversion": round(r["moved_on"] / r["entered"], 4) if r["entered"] else None,
+            "conversion": round(r["moved_on"] / r["entered"], 4)
+            if r["entered"] and not r["closing"]
+            else None,
             "avg_days_in_stage": round(float(r["avg_seconds"]) / 86400, 3)
             if r["avg_seconds"] is not None
             else None,
