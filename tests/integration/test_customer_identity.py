@@ -75,6 +75,8 @@ class Platform:
 
     async def timeline(self, customer: str) -> tuple[str, list[dict[str, Any]]]:
         r = await self.analytics.get(f"/customers/{customer}/timeline", params={"limit": 200})
+        if r.status_code == 404:  # nothing about them has reached analytics yet
+            return customer, []
         assert r.status_code == 200, r.text
         return r.headers["X-Customer-Id"], r.json()["items"]
 

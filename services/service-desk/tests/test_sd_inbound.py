@@ -250,3 +250,94 @@ async def test_receive_directly_reports_failures_without_raising(
     broken = InboundMail(pool, sd.ctx.store, sd.ctx.settings, sd.desk)
     failed = await broken.receive("linus@example.com", [SUPPORT], message().as_bytes())
     assert failed.outcome == "failed" and failed.smtp_reply.startswith("451")
+
+
+NUL_MESSAGES = {
+    "raw-subject": b"From: Linus <linus@example.com>\r\nTo: support@desk.example.com\r\n"
+    b"Subject: Printer\x00on fire\r\nMessage-ID: <nul1@example.com>\r\n\r\nIt smokes.\r\n",
+    "raw-body": b"From: linus@example.com\r\nTo: support@desk.example.com\r\n"
+    b"Subject: Printer\r\n\r\nIt\x00smokes.\r\n",
+    "encoded-subject": b"From: linus@example.com\r\n"
+    b"Subject: =?utf-8?q?Printer=00fire?=\r\n\r\nx\r\n",
+    "quoted-printable-body": b"From: linus@example.com\r\nSubject: Printer\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\nIt=00smokes.\r\n",
+}
+BAD_SENDERS = {
+    "not-utf8": b"From: \xff\xfe@example.com\r\nSubject: Printer\r\n\r\nIt smokes.\r\n",
+    "not-utf8-in-angle-brackets": b"From: Linus <l\xc3\x28nus@example.com>\r\nSubject: Printer"
+    b"\r\n\r\nIt smokes.\r\n",
+    "two-dots": b"From: lin..us@example.com\r\nSubject: Printer\r\n\r\nIt smokes.\r\n",
+    "no-domain-dot-atom": b"From: linus@-example-.com\r\nSubject: Printer\r\n\r\nIt smokes.\r\n",
+}
+
+
+async def test_nul_bytes_are_refused_for_good_not_retried(
+    inbound: Inbound, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL can never be stored: 550 (not 451 forever), nothing created, nothing mailed."""
+    sd = inbound.sd
+    direct = InboundMail.for_context(sd.ctx, sd.desk)
+    for name, raw in NUL_MESSAGES.items():
+        result = await direct.receive("linus@example.com", [SUPPORT], raw, flush=False)
+        assert (result.outcome, result.reason) == (
+            "rejected",
+            "malformed message (NUL character)",
+        ), name
+        assert result.smtp_reply.startswith("550 5.6.0"), name
+    # over SMTP too
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await aiosmtplib.send(
+            NUL_MESSAGES["raw-subject"],
+            hostname="127.0.0.1",
+            port=inbound.endpoint.port,
+            sender="linus@example.com",
+            recipients=[SUPPORT],
+        )
+    assert refused.value.code == 550
+    assert await inbound.tickets() == []
+    assert await sd.ctx.pool.fetchval("SELECT count(*) FROM people") == 0
+    assert sd.catcher.store.list() == []
+    logged = [r for r in caplog.records if r.name == "crm_service_desk.inbound"]
+    assert any(getattr(r, "reason", None) == "malformed message (NUL character)" for r in logged)
+    assert all("linus" not in str(r.__dict__) for r in logged)
+
+
+async def test_sender_not_utf8_or_not_an_address_gets_no_ticket_and_no_answer(
+    inbound: Inbound, caplog: pytest.LogCaptureFixture
+) -> None:
+    sd = inbound.sd
+    for name, raw in BAD_SENDERS.items():
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await aiosmtplib.send(
+                raw,
+                hostname="127.0.0.1",
+                port=inbound.endpoint.port,
+                sender="someone@example.com",
+                recipients=[SUPPORT],
+            )
+        assert refused.value.code == 550, name
+        await inbound.endpoint.inbound.idle()
+    assert await inbound.tickets() == []
+    assert await sd.ctx.pool.fetchval("SELECT count(*) FROM people") == 0
+    assert sd.catcher.store.list() == []  # no acknowledgement to a garbled address
+    reasons = {
+        getattr(r, "reason", None) for r in caplog.records if r.name == "crm_service_desk.inbound"
+    }
+    assert {"From address is not valid UTF-8", "no valid From address"} <= reasons
+    assert all(
+        "example.com" not in str(r.__dict__)
+        for r in caplog.records
+        if r.name == "crm_service_desk.inbound"
+    )
+    # a proper (international) address still works, whatever recipient the mail names
+    await aiosmtplib.send(
+        message(sender="Léa <léa@example.com>"),
+        hostname="127.0.0.1",
+        port=inbound.endpoint.port,
+        recipients=["help@anything.example"],
+        timeout=10,
+    )
+    await inbound.endpoint.inbound.idle()
+    (ticket,) = await inbound.tickets()
+    assert ticket["status"] == "new"

@@ -6,7 +6,9 @@
   the ticket token ``[#T-XXXXXXXXXX]`` in the subject — from the ticket's customer becomes a
   customer comment on it (a resolved ticket reopens; a merged one hands it to its survivor; a
   closed one gets a follow-up ticket).
-- Refused (5xx, nothing created): oversize or malformed messages (no sender address).
+- Refused (5xx, nothing created): oversize or malformed messages: no valid sender address
+  (also one that is not valid UTF-8), a NUL character (PostgreSQL could never store it, so a
+  451 "try again" would repeat forever).
 - Accepted and ignored (250, nothing created, so no bounce loops): auto-replies and bulk mail
   (Auto-Submitted, Precedence, X-Autoreply...), bounces (null sender, mailer-daemon, delivery
   reports), mail from our own address, a message already received.
@@ -34,6 +36,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
+from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter
 
 from crm_runtime import people
@@ -122,6 +125,9 @@ class InboundMail:
             log.error("inbound mail failed", extra={"error": type(exc).__name__})
             result = InboundResult("failed", f"internal error ({type(exc).__name__})")
         INBOUND.labels(result.outcome).inc()
+        # the reason is a fixed category, never an address or other text of the message
+        level = logging.WARNING if result.outcome == "rejected" else logging.INFO
+        log.log(level, "inbound mail", extra={"outcome": result.outcome, "reason": result.reason})
         if flush and result.ticket_id and result.outcome in ("created", "commented"):
             task = asyncio.create_task(self._flush(result.ticket_id))
             self._flushes.add(task)
@@ -144,20 +150,35 @@ class InboundMail:
     async def _receive(self, mail_from: str | None, content: bytes, now: datetime) -> InboundResult:
         if len(content) > self.desk.inbound_max_bytes:
             return InboundResult("rejected", "message size over the limit")
+        if b"\x00" in content:  # PostgreSQL stores no NUL: it could never succeed
+            return InboundResult("rejected", "malformed message (NUL character)")
         try:
             msg = _PARSER.parsebytes(content)
             sender_name, sender = parseaddr(str(msg.get("From", "")))
             subject = " ".join(str(msg.get("Subject", "")).split())[:MAX_SUBJECT]
+            message_id = _first_id(str(msg.get("Message-ID", "")))
+            replied_ids = _MSGID.findall(
+                f"{msg.get('In-Reply-To', '')} {msg.get('References', '')}"
+            )
         except Exception:
             return InboundResult("rejected", "the message could not be parsed")
         sender = sender.strip().lower()
         if not msg.keys() or "@" not in sender or len(sender) > 254:
             return InboundResult("rejected", "no valid From address")
+        if not _storable(sender) or "\ufffd" in sender:
+            return InboundResult("rejected", "From address is not valid UTF-8")
+        if not _valid_address(sender):
+            return InboundResult("rejected", "no valid From address")
+        body = _text_of(msg)
+        texts = (sender_name, subject, body, message_id or "")
+        if any("\x00" in v for v in texts):
+            return InboundResult("rejected", "malformed message (NUL character)")
+        if not all(_storable(v) for v in texts):
+            return InboundResult("rejected", "malformed message (text is not valid UTF-8)")
+        replied_ids = [i for i in replied_ids if _storable(i)]
         loop = self._loop_reason(msg, mail_from, sender)
         if loop:
             return InboundResult("ignored", loop)
-        message_id = _first_id(str(msg.get("Message-ID", "")))
-        body = _text_of(msg)
         meta = Metadata(actor="inbound-email", correlation_id=str(uuid.uuid4()))
         async with self.pool.acquire() as conn, conn.transaction():
             if message_id:  # one delivery of a message at a time, then only the first counts
@@ -166,7 +187,7 @@ class InboundMail:
                 )
                 if await tickets_view.ticket_of_messages(conn, [message_id]):
                     return InboundResult("duplicate", "this Message-ID was received already")
-            ticket = await self._ticket_replied_to(conn, msg, subject, sender)
+            ticket = await self._ticket_replied_to(conn, replied_ids, subject, sender)
             if ticket is not None and ticket.status != "closed":
                 ticket, _ = await self.handlers.customer_reply(
                     conn,
@@ -221,10 +242,9 @@ class InboundMail:
         return None
 
     async def _ticket_replied_to(
-        self, conn: Any, msg: EmailMessage, subject: str, sender: str
+        self, conn: Any, ids: list[str], subject: str, sender: str
     ) -> Ticket | None:
         """The (surviving) ticket this message answers, if it is the ticket's customer's."""
-        ids = _MSGID.findall(f"{msg.get('In-Reply-To', '')} {msg.get('References', '')}")
         ticket_id = await tickets_view.ticket_of_messages(conn, ids) or find_token(subject)
         if ticket_id is None:
             return None
@@ -243,6 +263,26 @@ async def _same_customer(conn: Any, ticket: Ticket, sender: str) -> bool:
         return True
     known = await people.known(conn, sender)
     return known is not None and known == await people.canonical(conn, ticket.customer_id)
+
+
+def _storable(value: str) -> bool:
+    """Text PostgreSQL can store: no NUL character, nothing that is not UTF-8 (surrogates)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_address(address: str) -> bool:
+    """A mailbox we can answer: the syntax the portal form accepts (``EmailStr``)."""
+    try:
+        validate_email(address, check_deliverability=False, test_environment=True)
+    except EmailNotValidError:
+        return False
+    return True
 
 
 def _first_id(value: str) -> str | None:
@@ -314,7 +354,6 @@ class _Handler:
         result = await self.inbound.receive(
             envelope.mail_from, list(envelope.rcpt_tos), bytes(content)
         )
-        log.info("inbound mail", extra={"outcome": result.outcome, "reason": result.reason})
         return result.smtp_reply
 
 

@@ -201,7 +201,12 @@ def _banner(env: dict[str, str], embedded_mail: bool) -> None:
             f"  captured mail http://127.0.0.1:{MAIL_HTTP_PORT}/messages   (or: crm mail list)"
         )
     if (inbound := inbound_mail_port(env)) is not None:
-        lines.append(f"  support mail  smtp://127.0.0.1:{inbound}   (mail to support -> tickets)")
+        # the service desk's default (crm_service_desk.config.DeskSettings.support_address)
+        support = env.get("SERVICE_DESK_SUPPORT_ADDRESS") or "support@localhost"
+        lines.append(
+            f"  support mail  smtp://127.0.0.1:{inbound}   mail to {support} (any recipient"
+            " is taken) -> tickets"
+        )
     lines += [
         f"  Kafka         {env['KAFKA_BOOTSTRAP_SERVERS']}",
         "  logs          .crm/logs/",

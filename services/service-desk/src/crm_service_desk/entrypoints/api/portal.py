@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
 from crm_events.schemas.service import ProductReturn
@@ -32,6 +32,8 @@ from crm_service_desk.adapters import tickets_view
 from crm_service_desk.application.tickets import OpenTicket
 from crm_service_desk.config import DeskSettings
 from crm_service_desk.domain.ticket import Ticket
+from crm_service_desk.entrypoints.api import customer_pages as pages
+from crm_service_desk.entrypoints.api.customer_pages import TooLarge
 from crm_service_desk.entrypoints.api.tickets import DeskDep, flush_mail, handlers_for
 from crm_service_desk.entrypoints.api.tickets_schemas import (
     CommentOut,
@@ -56,11 +58,6 @@ _FORM_SCHEMA = {
     ).items()
     if k != "$defs"
 }
-
-
-class TooLarge(CrmError):
-    status = 413
-    title = "Content Too Large"
 
 
 class TooManyRequests(CrmError):
@@ -248,61 +245,134 @@ async def _conversation(ctx: ServiceContext, ticket: Ticket) -> CustomerTicketOu
     )
 
 
+async def _ticket_page(
+    ctx: ServiceContext, ticket: Ticket, reply_action: str, **kw: Any
+) -> HTMLResponse:
+    """The ticket as a page: the customer's first message, then the public conversation."""
+    async with ctx.pool.acquire() as conn:
+        rows = await tickets_view.comments(conn, ticket.id, public_only=True)
+        opened_at = await conn.fetchval(
+            "SELECT created_at FROM tickets WHERE ticket_id = $1", ticket.id
+        )
+    return pages.ticket_page(
+        ticket_id=ticket.id,
+        subject=ticket.title,
+        status=ticket.status,
+        description=ticket.description,
+        opened_at=opened_at,
+        conversation=rows,
+        reply_action=reply_action,
+        **kw,
+    )
+
+
 @customer_router.get(
     "/customer/tickets/{link}",
     response_model=CustomerTicketOut,
     summary="The customer's own ticket and its public conversation (signed link)",
-    responses={403: {"description": "a forged, expired or misused link"}},
+    description="JSON, or an HTML page with a reply form for a browser (`Accept: text/html`).",
+    responses={
+        200: {"content": {"text/html": {}}},
+        403: {"description": "a forged, expired or misused link"},
+    },
 )
-async def customer_ticket(link: str, ctx: CtxDep, desk: DeskDep) -> CustomerTicketOut:
+async def customer_ticket(link: str, request: Request, ctx: CtxDep, desk: DeskDep) -> Response:
     handlers = handlers_for(ctx, desk)
-    ticket_id = handlers.links.verify(link, "ticket")
-    return await _conversation(ctx, await handlers.tickets.load(ticket_id))
+    html = pages.wants_html(request)
+    try:
+        ticket = await handlers.tickets.load(handlers.links.verify(link, "ticket"))
+    except CrmError as exc:
+        if html:
+            return pages.error_page(exc)
+        raise
+    if html:  # the form posts to <link>/replies, relative to /customer/tickets/<link>
+        return await _ticket_page(ctx, ticket, f"{link}/replies")
+    out = await _conversation(ctx, ticket)
+    return JSONResponse(out.model_dump(mode="json"), headers={"Vary": "Accept"})
+
+
+_REPLY_ERRORS = {"body": "Please write your reply (at most 20,000 characters)."}
 
 
 @customer_router.post(
     "/customer/tickets/{link}/replies",
     response_model=CustomerTicketOut,
     summary="The customer answers on its ticket (signed link); a resolved ticket reopens",
+    description="JSON or a form (`application/x-www-form-urlencoded`, field `body`); a browser"
+    " (`Accept: text/html`) gets the ticket page back.",
+    openapi_extra=pages.form_schema(CustomerReplyIn),
     responses={
         403: {"description": "a forged, expired or misused link"},
         409: {"description": "the ticket is closed"},
     },
 )
-async def customer_reply(
-    link: str, body: CustomerReplyIn, ctx: CtxDep, desk: DeskDep
-) -> JSONResponse:
+async def customer_reply(link: str, request: Request, ctx: CtxDep, desk: DeskDep) -> Response:
     handlers = handlers_for(ctx, desk)
-    ticket_id = handlers.links.verify(link, "ticket")
+    html = pages.wants_html(request)
+    # the page answering a post to <link>/replies: its form posts to "replies" again
+    action = "replies"
+    try:
+        ticket_id = handlers.links.verify(link, "ticket")
+        try:
+            body = await pages.read_input(request, CustomerReplyIn)
+        except RequestValidationError as exc:
+            if not html:
+                raise
+            return await _ticket_page(
+                ctx,
+                await handlers.tickets.load(ticket_id),
+                action,
+                error=_first_error(exc, _REPLY_ERRORS),
+                http_status=422,
+            )
 
-    async def command(conn: Conn) -> CommandResult:
-        ticket = await handlers.load(conn, ticket_id)
-        survivor = await handlers.survivor(conn, ticket)
-        if survivor.customer_id != ticket.customer_id:
-            raise Conflict(f"ticket {ticket.id} was merged; write to us by e-mail")
-        survivor, _ = await handlers.customer_reply(
-            conn, survivor, body.body, "link", _meta("customer-link"), datetime.now(UTC)
+        async def command(conn: Conn) -> CommandResult:
+            ticket = await handlers.load(conn, ticket_id)
+            survivor = await handlers.survivor(conn, ticket)
+            if survivor.customer_id != ticket.customer_id:
+                raise Conflict(f"ticket {ticket.id} was merged; write to us by e-mail")
+            survivor, _ = await handlers.customer_reply(
+                conn, survivor, body.body, "link", _meta("customer-link"), datetime.now(UTC)
+            )
+            return CommandResult(200, {"ticket_id": survivor.id})
+
+        try:
+            await run_command(ctx, CUSTOMER, None, None, command)
+        except Conflict as exc:
+            if not html:
+                raise
+            return await _ticket_page(
+                ctx,
+                await handlers.tickets.load(ticket_id),
+                action,
+                error=f"Your reply could not be added: {exc.detail}",
+                draft=body.body,
+                http_status=409,
+            )
+    except CrmError as exc:
+        if html:
+            return pages.error_page(exc)
+        raise
+    ticket = await handlers.tickets.load(ticket_id)
+    if html:
+        return await _ticket_page(
+            ctx, ticket, action, notice="Thank you, your reply was added to your request."
         )
-        return CommandResult(200, {"ticket_id": survivor.id})
+    return JSONResponse((await _conversation(ctx, ticket)).model_dump(mode="json"))
 
-    await run_command(ctx, CUSTOMER, None, None, command)
-    return JSONResponse(
-        (await _conversation(ctx, await handlers.tickets.load(ticket_id))).model_dump(mode="json")
-    )
+
+def _first_error(exc: RequestValidationError, messages: dict[str, str]) -> str:
+    errors = pages.field_errors(exc)
+    for field, message in messages.items():
+        if field in errors:
+            return message
+    return "Please check the form: " + "; ".join(f"{k}: {v}" if k else v for k, v in errors.items())
 
 
 # --- the satisfaction survey --------------------------------------------------------------------
 
 
-@customer_router.get(
-    "/survey/{link}",
-    response_model=SurveyOut,
-    summary="The satisfaction survey of a resolved ticket (signed link from the e-mail)",
-    responses={403: {"description": "a forged, expired or misused link"}},
-)
-async def survey(link: str, ctx: CtxDep, desk: DeskDep) -> SurveyOut:
-    handlers = handlers_for(ctx, desk)
-    ticket = await handlers.tickets.load(handlers.links.verify(link, "survey"))
+def _survey_out(ticket: Ticket) -> SurveyOut:
     return SurveyOut(
         ticket_id=ticket.id,
         subject=ticket.title,
@@ -311,26 +381,93 @@ async def survey(link: str, ctx: CtxDep, desk: DeskDep) -> SurveyOut:
     )
 
 
+@customer_router.get(
+    "/survey/{link}",
+    response_model=SurveyOut,
+    summary="The satisfaction survey of a resolved ticket (signed link from the e-mail)",
+    description="JSON, or for a browser (`Accept: text/html`) an HTML page with the survey form"
+    " (or a note that the ticket was rated already).",
+    responses={
+        200: {"content": {"text/html": {}}},
+        403: {"description": "a forged, expired or misused link"},
+    },
+)
+async def survey(link: str, request: Request, ctx: CtxDep, desk: DeskDep) -> Response:
+    handlers = handlers_for(ctx, desk)
+    html = pages.wants_html(request)
+    try:
+        ticket = await handlers.tickets.load(handlers.links.verify(link, "survey"))
+    except CrmError as exc:
+        if html:
+            return pages.error_page(exc)
+        raise
+    if not html:
+        return JSONResponse(_survey_out(ticket).model_dump(mode="json"), headers={"Vary": "Accept"})
+    if ticket.score is not None:
+        return pages.survey_done_page(ticket.title, ticket.score)
+    return pages.survey_page(subject=ticket.title)
+
+
+_RATING_ERRORS = {
+    "score": "Please choose a score from 1 to 5.",
+    "comment": "The comment may be at most 5,000 characters.",
+}
+
+
 @customer_router.post(
     "/survey/{link}",
     response_model=SurveyOut,
     status_code=201,
     summary="Rate the service (1-5) and comment; once per ticket",
+    description="JSON or a form (`application/x-www-form-urlencoded`, fields `score`,"
+    " `comment`); a browser (`Accept: text/html`) gets a thank-you page.",
+    openapi_extra=pages.form_schema(RatingIn),
     responses={
         403: {"description": "a forged, expired or misused link"},
         409: {"description": "this ticket was rated already"},
     },
 )
-async def rate(link: str, body: RatingIn, ctx: CtxDep, desk: DeskDep) -> JSONResponse:
+async def rate(link: str, request: Request, ctx: CtxDep, desk: DeskDep) -> Response:
     handlers = handlers_for(ctx, desk)
-    ticket_id = handlers.links.verify(link, "survey")
+    html = pages.wants_html(request)
+    try:
+        ticket_id = handlers.links.verify(link, "survey")
+        try:
+            body = await pages.read_input(request, RatingIn)
+        except RequestValidationError as exc:
+            if not html:
+                raise
+            ticket = await handlers.tickets.load(ticket_id)
+            if ticket.score is not None:
+                return pages.survey_done_page(ticket.title, ticket.score, 409)
+            return pages.survey_page(
+                subject=ticket.title, error=_first_error(exc, _RATING_ERRORS), http_status=422
+            )
 
-    async def command(conn: Conn) -> CommandResult:
-        ticket = await handlers.load(conn, ticket_id)
-        await handlers.rate(
-            conn, ticket, body.score, body.comment, _meta("customer-survey"), datetime.now(UTC)
-        )
-        out = SurveyOut(ticket_id=ticket.id, subject=ticket.title, rated=True, score=ticket.score)
-        return CommandResult(201, out)
+        async def command(conn: Conn) -> CommandResult:
+            ticket = await handlers.load(conn, ticket_id)
+            await handlers.rate(
+                conn, ticket, body.score, body.comment, _meta("customer-survey"), datetime.now(UTC)
+            )
+            out = SurveyOut(
+                ticket_id=ticket.id, subject=ticket.title, rated=True, score=ticket.score
+            )
+            return CommandResult(201, out)
 
-    return await run_command(ctx, CUSTOMER, None, None, command)
+        try:
+            response = await run_command(ctx, CUSTOMER, None, None, command)
+        except Conflict:
+            if not html:
+                raise
+            ticket = await handlers.tickets.load(ticket_id)
+            if ticket.score is None:
+                raise
+            return pages.survey_done_page(ticket.title, ticket.score, 409)
+    except CrmError as exc:
+        if html:
+            return pages.error_page(exc)
+        raise
+    if html:
+        ticket = await handlers.tickets.load(ticket_id)
+        return pages.survey_thanks_page(ticket.title, ticket.score)
+    return response
