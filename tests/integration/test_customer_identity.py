@@ -81,7 +81,7 @@ class Platform:
         return r.headers["X-Customer-Id"], r.json()["items"]
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 90.0) -> T:
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 180.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         got = await probe()
@@ -296,17 +296,24 @@ async def test_three_arrival_paths_end_as_one_customer_each(platform: Platform) 
         ("sales", "crm.sales.contact.created"),
     }
 
+    last_seen: dict[str, Any] = {}
+
     async def touchpoints(customer: str) -> Any:
         root, items = await p.timeline(customer)
         seen = {(i["context"], i["type"]) for i in items}
+        last_seen[customer] = sorted(seen)
         return (root, seen) if wanted <= seen else None
 
     seen: dict[str, set[tuple[str, str]]] = {}
+    names = {ada: "ada", bea: "bea", carol: "carol"}
     for customer in (ada, bea, carol):
-        root, seen[customer] = await eventually(
-            lambda c=customer: touchpoints(c),  # type: ignore[misc]
-            f"every context's touchpoints on {customer}'s timeline",
-        )
+        try:
+            root, seen[customer] = await eventually(
+                lambda c=customer: touchpoints(c),  # type: ignore[misc]
+                f"every context's touchpoints on {names[customer]}'s timeline",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; seen: {last_seen.get(customer)}") from None
         assert root == customer
     assert {
         ("marketing", "crm.marketing.person.sighted"),

@@ -590,19 +590,22 @@ async def test_memory_does_not_grow_with_the_file(
 ) -> None:
     _, pool = sales_db
     await run_import(pool, contacts_csv(500, start=50_000), batch_size=200)  # warm caches
-    peaks = []
-    for n, start in ((2_000, 0), (20_000, 10_000)):
-        body = tmp_path / f"{n}.csv"
+    peaks: dict[int, int] = {}
+    # Each size twice, keeping the lower peak: tasks other tests left on the session's event
+    # loop may allocate while one import runs, and that noise only ever adds.
+    for n, start in ((2_000, 0), (20_000, 10_000), (2_000, 100_000), (20_000, 200_000)):
+        body = tmp_path / f"{n}-{start}.csv"
         body.write_bytes(contacts_csv(n, start=start))
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
             report = await run_import(pool, body, batch_size=200)
-            peaks.append(tracemalloc.get_traced_memory()[1] - base)
+            peak = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
         assert report.imported == n
-    small, large = peaks
+        peaks[n] = min(peaks.get(n, peak), peak)
+    small, large = peaks[2_000], peaks[20_000]
     # 10x the rows, the same peak: nothing is kept per row (50 bytes a row would show).
     assert large < small * 1.3, f"peak {small / 1e6:.2f} MB for 2k rows, {large / 1e6:.2f} MB"
 
