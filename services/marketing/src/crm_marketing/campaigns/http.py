@@ -1,4 +1,5 @@
-"""What the campaign, delivery and trigger routers share: roles, headers, history, cursors.
+"""What the campaign, delivery and trigger routers share: roles, plus the marketing-wide
+headers, history shape and cursors (``crm_marketing.api_common``).
 
 Permissions (issue 4 §8): marketers (and admins) manage campaigns and triggers; every role
 with a token reads campaigns and their results, nothing else of marketing.
@@ -6,69 +7,30 @@ with a token reads campaigns and their results, nothing else of marketing.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Header
-from pydantic import BaseModel
+from fastapi import Depends
 
-from crm_runtime.eventstore import StoredEvent
+from crm_marketing.api_common import (
+    HistoryEntry,
+    IdempotencyKey,
+    IfMatch,
+    after_of,
+    history,
+    next_cursor,
+)
 from crm_runtime.http.auth import ROLES, Principal, require
-from crm_runtime.http.pagination import decode_cursor, encode_cursor
 
 Marketer = Annotated[Principal, Depends(require("marketer"))]
 AnyRole = Annotated[Principal, Depends(require(*sorted(ROLES)))]
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="retry-safe creation")
+
+__all__ = [
+    "AnyRole",
+    "HistoryEntry",
+    "IdempotencyKey",
+    "IfMatch",
+    "Marketer",
+    "after_of",
+    "history",
+    "next_cursor",
 ]
-IfMatch = Annotated[
-    str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
-]
-
-
-class HistoryEntry(BaseModel):
-    version: int
-    event_id: str
-    type: str
-    schema_version: int
-    occurred_at: datetime
-    recorded_at: datetime
-    actor: str | None
-    correlation_id: str | None
-    data: dict[str, Any]
-
-
-def history(events: list[StoredEvent]) -> list[HistoryEntry]:
-    return [
-        HistoryEntry(
-            version=e.version,
-            event_id=str(e.event_id),
-            type=e.type,
-            schema_version=e.schema_version,
-            occurred_at=e.occurred_at,
-            recorded_at=e.recorded_at,
-            actor=e.metadata.get("actor"),
-            correlation_id=e.metadata.get("correlation_id"),
-            data=e.data,
-        )
-        for e in events
-    ]
-
-
-def after_of(cursor: str | None) -> tuple[datetime, str] | None:
-    after = decode_cursor(cursor)
-    if after is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(after["t"])), str(after["id"])
-    except (KeyError, ValueError):
-        from crm_runtime.errors import InvalidInput
-
-        raise InvalidInput("cursor", "is not a cursor returned by this list") from None
-
-
-def next_cursor(rows: list[dict[str, Any]], limit: int, time_key: str, id_key: str) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return encode_cursor({"t": last[time_key].isoformat(), "id": str(last[id_key])})
