@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,7 +31,7 @@ from crm_runtime.embedded import free_port
 from crm_runtime.mailcatcher import MailCatcher
 from crm_runtime.relay import OutboxRelay
 from crm_runtime.settings import Settings
-from crm_runtime.testing import ApiCaller, unique_name
+from crm_runtime.testing import ApiCaller, kafka_broker, unique_name
 from crm_sales.app import create_app as create_sales
 from crm_service_desk.app import create_app as create_desk
 from crm_service_desk.config import DeskSettings
@@ -90,6 +90,15 @@ async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[tuple[str, bool]]:
+    """A broker of this module's own, away from the history and consumer groups other tests
+    leave on the shared one. On the shared broker the three-paths test timed out in 2 of 4 full
+    runs (ada's ticket never reached the timeline; the cause is not found), never alone."""
+    with kafka_broker() as broker:
+        yield broker
 
 
 @pytest.fixture
