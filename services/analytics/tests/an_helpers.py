@@ -9,9 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from crm_analytics.projections import all_projections, projection_tables
+from crm_analytics.projections import AnalyticsProcessor, all_projections, projection_tables
 from crm_events import CloudEvent
-from crm_runtime.consumer import ConsumedRecord, EventProcessor
+from crm_runtime.consumer import ConsumedRecord
 
 BOOKKEEPING = {"projected_at", "arrival"}  # columns that record when/how, not what
 
@@ -89,11 +89,11 @@ def line(product: str, price: int = 10_000, quantity: int = 1) -> dict[str, Any]
 
 
 async def feed(pool: asyncpg.Pool, records: Sequence[ConsumedRecord], *, batch: int = 1) -> None:
-    """Apply ``records`` to every projection, ``batch`` records per transaction, in order."""
-    processors = [EventProcessor(pool, p, no_letters) for p in all_projections()]
+    """Apply ``records`` to every projection as the worker does, ``batch`` records per
+    transaction, in order."""
+    processor = AnalyticsProcessor(pool, all_projections(), no_letters)
     for i in range(0, len(records), batch):
-        for proc in processors:
-            await proc.process_batch(records[i : i + batch])
+        await processor.process_batch(records[i : i + batch])
 
 
 async def snapshot(

@@ -11,11 +11,11 @@ import asyncpg
 import faust
 
 from crm_analytics.faust_transport import configure_fetch_wait
-from crm_analytics.projections import all_projections
+from crm_analytics.projections import AnalyticsProcessor, all_projections
 from crm_analytics.rebuild import worker_turn
 from crm_events import context_topic
 from crm_runtime import kafka
-from crm_runtime.consumer import ConsumedRecord, EventProcessor, KafkaDeadLetters
+from crm_runtime.consumer import ConsumedRecord, KafkaDeadLetters
 from crm_runtime.context import open_context
 from crm_runtime.settings import Settings
 
@@ -29,10 +29,6 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
         return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
-
-
-async def _lettered_already(record: ConsumedRecord, consumer: str, reason: str) -> None:
-    return None
 
 
 def create_faust_app(settings: Settings) -> faust.App:
@@ -63,27 +59,22 @@ def create_faust_app(settings: Settings) -> faust.App:
     state: dict[str, Any] = {}
     ready = asyncio.Lock()
 
-    async def processors() -> list[EventProcessor]:
+    async def processor() -> AnalyticsProcessor:
         async with ready:
-            if "processors" not in state:
+            if "processor" not in state:
                 ctx = await open_context(settings, ["crm_analytics"], pool_size=4)
                 producer = kafka.producer(settings)
                 await producer.start()
                 state.update(ctx=ctx, producer=producer)
                 letters = KafkaDeadLetters(producer, settings)
-                # a poison record is dead-lettered once, by the first projection
-                state["processors"] = [
-                    EventProcessor(ctx.pool, p, letters if i == 0 else _lettered_already)
-                    for i, p in enumerate(all_projections())
-                ]
-        procs: list[EventProcessor] = state["processors"]
-        return procs
+                state["processor"] = AnalyticsProcessor(ctx.pool, all_projections(), letters)
+        proc: AnalyticsProcessor = state["processor"]
+        return proc
 
     @app.agent(topic, name="crm-analytics-timeline")
     async def timeline(stream: Any) -> None:
-        procs = await processors()
-        # Batches: one transaction per batch and projection instead of one commit per event.
-        # Each projection dedupes on its own, so they can be rebuilt apart.
+        proc = await processor()
+        # Batches: one transaction per batch (every projection) instead of one commit per event.
         async for batch in stream.take_events(500, within=0.005):
             records = [
                 ConsumedRecord(
@@ -98,8 +89,7 @@ def create_faust_app(settings: Settings) -> faust.App:
             ]
             # never while `crm analytics rebuild` runs (it holds the lock exclusively)
             async with worker_turn(state["ctx"].pool):
-                for proc in procs:
-                    await proc.process_batch(records)
+                await proc.process_batch(records)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_: Any, **__: Any) -> None:

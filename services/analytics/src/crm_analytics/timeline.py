@@ -123,8 +123,16 @@ def summarise(event: CloudEvent) -> str:
             return fn(event.data)
         except (KeyError, TypeError, ValueError, AttributeError):
             pass  # an unexpected shape never stops the projection; the generic summary stands
-    spec = next((s for s in registry.specs() if s.type == event.type), None)
-    return spec.summary.rstrip(".") if spec and spec.summary else event.type
+    generic = _GENERIC.get(event.type)
+    if generic is None:
+        spec = next((s for s in registry.specs() if s.type == event.type), None)
+        generic = _GENERIC[event.type] = (
+            spec.summary.rstrip(".") if spec and spec.summary else event.type
+        )
+    return generic
+
+
+_GENERIC: dict[str, str] = {}  # event type -> its schema's one-line summary
 
 
 def link(event: CloudEvent) -> str | None:

@@ -121,6 +121,18 @@ class KafkaDeadLetters:
         )
 
 
+def decode_record(record: ConsumedRecord) -> CloudEvent | tuple[Outcome, str]:
+    """The record's CloudEvent; else ``DEAD_LETTERED`` and why, if it is none (poison), or
+    ``UNKNOWN_TYPE`` and the type, if this process's registry does not know its type."""
+    try:
+        event = CloudEvent.from_kafka(record.key, record.value, record.headers)
+    except EnvelopeError as exc:
+        return Outcome.DEAD_LETTERED, f"envelope: {exc}"
+    if not registry.knows(event.type):
+        return Outcome.UNKNOWN_TYPE, event.type
+    return event
+
+
 class EventProcessor:
     """Turns one record into at most one application of a projection."""
 
