@@ -313,16 +313,13 @@ class BulkState:
 
     # --- writing -------------------------------------------------------------------------
 
-    def timeline_due(self) -> bool:
-        return len(self.timeline) >= CHUNK
-
-    async def flush_timeline(self, conn: Conn) -> None:
-        """Write the touchpoints gathered so far (the rows never change once written)."""
-        if self.timeline:
-            await conn.copy_records_to_table(
-                "timeline", records=self.timeline, columns=TIMELINE_COLUMNS
-            )
-            self.timeline = []
+    def take_timeline(self, least: int = CHUNK) -> list[tuple[Any, ...]]:
+        """The touchpoints gathered so far, once there are ``least`` (they never change once
+        written: ``copy_timeline`` them)."""
+        if len(self.timeline) < max(least, 1):
+            return []
+        rows, self.timeline = self.timeline, []
+        return rows
 
     async def write(self, conn: Conn) -> None:
         """Write every table (in one transaction: call inside one)."""
@@ -330,7 +327,7 @@ class BulkState:
             for v in self.visits.values():
                 if v["customer_id"] is not None:
                     self.timeline.append(_visit_touchpoint(v))
-            await self.flush_timeline(conn)
+            await copy_timeline(conn, self.take_timeline(0))
             await _copy(conn, "customer_links",
                         ("link_id", "alias_id", "customer_id", "reason", "linked_at"),
                         self.links.values())  # fmt: skip
@@ -390,6 +387,11 @@ class BulkState:
                 "SELECT setval(pg_get_serial_sequence('deal_events', 'arrival'), $1)",
                 self.arrival,
             )
+
+
+async def copy_timeline(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        await conn.copy_records_to_table("timeline", records=rows, columns=TIMELINE_COLUMNS)
 
 
 def _set(row: dict[str, Any], at: datetime, **values: Any) -> None:

@@ -360,7 +360,7 @@ async def rebuild(
                 progress.total = source.total
                 batches = merge_by_time(streams, batch_size)
                 if bulk:
-                    count = await _bulk(lock, projections, batches, outcomes, progress)
+                    count = await _bulk(pool, lock, projections, batches, outcomes, progress)
                 else:  # a projection without bulk rules: the worker's way, batch by batch
                     processor = AnalyticsProcessor(pool, projections, letters)
                     async for batch in batches:
@@ -381,7 +381,13 @@ async def letters(record: ConsumedRecord, consumer: str, reason: str) -> None:
     log.warning("poison record skipped", extra={"consumer": consumer, "topic": record.topic})
 
 
+async def _copy_timeline(pool: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
+    async with pool.acquire() as conn:
+        await bulk_rules.copy_timeline(conn, rows)
+
+
 async def _bulk(
+    pool: asyncpg.Pool,
     conn: Conn,
     projections: list[Projection],
     batches: AsyncIterator[list[ConsumedRecord]],
@@ -394,50 +400,73 @@ async def _bulk(
     state = bulk_rules.BulkState(p.name for p in projections)
     seen: set[UUID] = set()
     applied: list[UUID] = []
+    names = [p.name for p in projections]
+    handlers_of: dict[str, tuple[str, ...]] = {}  # event type -> the projections handling it
+    # outcomes counted once per record, by (the projections it concerns, outcome)
+    counts: dict[tuple[tuple[str, ...], Outcome], int] = {}
+    ignored: dict[tuple[str, ...], int] = {}  # by the projections that handle the type
+    writing: asyncio.Task[None] | None = None
     count = 0
-
-    def tally(name: str, outcome: Outcome) -> None:
-        o = outcomes[name]
-        o[outcome.value] = o.get(outcome.value, 0) + 1
-
-    async for batch in batches:
-        for record in batch:
-            decoded = decode_record(record)
-            if isinstance(decoded, tuple):  # not a CloudEvent, or a type nobody knows
-                outcome, why = decoded
-                if outcome is Outcome.DEAD_LETTERED:
-                    await letters(record, "analytics", why)
-                for p in projections:
-                    tally(p.name, outcome)
-                continue
-            event = decoded
-            handlers = [p for p in projections if p.handles(event.type)]
-            for p in projections:
-                if p not in handlers:
-                    tally(p.name, Outcome.IGNORED)
-            if not handlers:
-                continue
-            try:
-                payload = registry.decode(event.type, event.schemaversion, event.data)
-            except (SchemaValidationError, UnknownEventType):
-                await letters(record, "analytics", "schema")
-                for p in handlers:
-                    tally(p.name, Outcome.DEAD_LETTERED)
-                continue
-            fresh = event.id not in seen
-            dumped = ""
-            if fresh:
-                seen.add(event.id)
-                applied.append(event.id)
-                dumped = payload.model_dump_json()
-            for p in handlers:
-                if fresh:
-                    state.apply(p.name, event, payload, dumped)
-                tally(p.name, Outcome.APPLIED if fresh else Outcome.DUPLICATE)
-        count += len(batch)
-        progress.advance(len(batch))
-        if state.timeline_due():
-            await state.flush_timeline(conn)
+    try:
+        async for batch in batches:
+            for record in batch:
+                decoded = decode_record(record)
+                if isinstance(decoded, tuple):  # not a CloudEvent, or a type nobody knows
+                    outcome, why = decoded
+                    if outcome is Outcome.DEAD_LETTERED:
+                        await letters(record, "analytics", why)
+                    key = (tuple(names), outcome)
+                    counts[key] = counts.get(key, 0) + 1
+                    continue
+                event = decoded
+                handlers = handlers_of.get(event.type)
+                if handlers is None:
+                    handlers = handlers_of[event.type] = tuple(
+                        p.name for p in projections if p.handles(event.type)
+                    )
+                ignored[handlers] = ignored.get(handlers, 0) + 1
+                if not handlers:
+                    continue
+                try:
+                    payload = registry.decode(event.type, event.schemaversion, event.data)
+                except (SchemaValidationError, UnknownEventType):
+                    await letters(record, "analytics", "schema")
+                    key = (handlers, Outcome.DEAD_LETTERED)
+                    counts[key] = counts.get(key, 0) + 1
+                    continue
+                if event.id in seen:
+                    key = (handlers, Outcome.DUPLICATE)
+                else:
+                    seen.add(event.id)
+                    applied.append(event.id)
+                    dumped = payload.model_dump_json()
+                    for name in handlers:
+                        state.apply(name, event, payload, dumped)
+                    key = (handlers, Outcome.APPLIED)
+                counts[key] = counts.get(key, 0) + 1
+            count += len(batch)
+            progress.advance(len(batch))
+            rows = state.take_timeline()
+            if rows:  # written by another connection while the fold goes on
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(_copy_timeline(pool, rows))
+    except BaseException:
+        if writing is not None:
+            writing.cancel()
+            with contextlib.suppress(BaseException):
+                await writing
+        raise
+    if writing is not None:
+        await writing
+    for (concerned, outcome), n in counts.items():
+        for name in concerned:
+            outcomes[name][outcome.value] = outcomes[name].get(outcome.value, 0) + n
+    for handled, n in ignored.items():
+        for name in names:
+            if name not in handled:
+                o = outcomes[name]
+                o[Outcome.IGNORED.value] = o.get(Outcome.IGNORED.value, 0) + n
     async with conn.transaction():
         await state.write(conn)
         # the marks, with the key built after the rows (far faster than row by row)

@@ -89,30 +89,36 @@ class CloudEvent(BaseModel):
         cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
     ) -> CloudEvent:
         """Decode a record in binary or structured mode; raise EnvelopeError with the reason."""
-        hdrs: dict[str, str] = {}
-        for name, raw in headers or []:
-            try:
-                hdrs[name.lower()] = raw.decode() if raw is not None else ""
-            except UnicodeDecodeError as exc:
-                raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+        ce: dict[str, Any] = {}  # the ce_ headers, by attribute name
+        content_type = ""
+        name = ""
+        try:
+            for name, raw in headers or ():
+                lower = name.lower()
+                text = raw.decode() if raw is not None else ""
+                if lower.startswith("ce_"):
+                    ce[lower[3:]] = text
+                elif lower == "content-type":
+                    content_type = text
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
         if value is None:
             raise EnvelopeError("record has no value")
-        try:
-            body = json.loads(value)
+        try:  # JSON on the wire is UTF-8 (RFC 8259)
+            body = json.loads(value.decode() if isinstance(value, bytes) else value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise EnvelopeError(f"value is not JSON: {exc}") from exc
-        content_type = hdrs.get("content-type", "")
         # Structured mode; some SDKs label it plain application/json, so also recognise the body.
         if content_type.startswith(STRUCTURED_CONTENT_TYPE) or (
-            "ce_specversion" not in hdrs and isinstance(body, dict) and "specversion" in body
+            "specversion" not in ce and isinstance(body, dict) and "specversion" in body
         ):
             if not isinstance(body, dict):
                 raise EnvelopeError("structured CloudEvent is not a JSON object")
             attrs: dict[str, Any] = dict(body)
         else:
-            if "ce_specversion" not in hdrs:
+            if "specversion" not in ce:
                 raise EnvelopeError("not a CloudEvent: no ce_specversion header")
-            attrs = {n[3:]: v for n, v in hdrs.items() if n.startswith("ce_")}
+            attrs = ce
             attrs["data"] = body
             attrs.pop("datacontenttype", None)
         if not isinstance(attrs.get("data"), dict):
