@@ -231,19 +231,16 @@ class KafkaSource:
             ends = await consumer.end_offsets(partitions)
             self.total = sum(ends.values())
 
-            async def pages(tp: TopicPartition) -> AsyncIterator[list[ConsumedRecord]]:
-                # The end offset is a lower bound, not the exact end: some brokers (the embedded
-                # one) report the last batch's base offset + 1, so the rest of that batch lies
-                # past it. Read to the end offset, then on until a fetch comes back empty
-                # (whatever arrived since the start is applied too; the worker dedupes it later).
-                reached = False
-                while True:
-                    got = await consumer.getmany(
-                        tp, timeout_ms=200 if reached else 1000, max_records=self.page
-                    )
-                    records = got.get(tp, [])
-                    if records:
-                        yield [
+            # One fetch serves every partition: a stream that runs dry asks for more of all
+            # of them (asking per partition would wait a round trip per page).
+            buffered: dict[TopicPartition, list[list[ConsumedRecord]]] = {
+                tp: [] for tp in partitions
+            }
+
+            def keep(got: dict[TopicPartition, list[Any]]) -> None:
+                for tp, msgs in got.items():
+                    buffered[tp].append(
+                        [
                             ConsumedRecord(
                                 m.topic,
                                 m.partition,
@@ -252,11 +249,25 @@ class KafkaSource:
                                 m.value,
                                 list(m.headers or []),
                             )
-                            for m in records
+                            for m in msgs
                         ]
-                    elif reached:
-                        return
-                    reached = reached or await consumer.position(tp) >= ends[tp]
+                    )
+
+            async def pages(tp: TopicPartition) -> AsyncIterator[list[ConsumedRecord]]:
+                # The end offset is a lower bound, not the exact end: some brokers (the embedded
+                # one) report the last batch's base offset + 1, so the rest of that batch lies
+                # past it, fetched with the record before it. Read to the end offset, then what is
+                # already fetched (anything newer is applied too; the worker dedupes it later).
+                while True:
+                    if buffered[tp]:
+                        yield buffered[tp].pop(0)
+                    elif await consumer.position(tp) < ends[tp]:
+                        keep(await consumer.getmany(timeout_ms=1000, max_records=50 * self.page))
+                    else:  # past the end offset: only what the last fetch brought along
+                        rest = (await consumer.getmany(tp, timeout_ms=0)).get(tp)
+                        if not rest:
+                            return
+                        keep({tp: rest})
 
             yield [pages(tp) for tp in partitions if ends[tp] > 0]
         finally:
