@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import resource
 import time
 import uuid
 
@@ -87,6 +88,7 @@ async def _rebuild(settings: Settings, topics: list[str], n: int, url: str) -> t
             pool, KafkaSource(settings, topics), progress=Progress(write=io.StringIO().write)
         )
         rate = n / (time.perf_counter() - start)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
         if result.records != n:
             raise RuntimeError(f"rebuild read {result.records} records of {n}")
         async with pool.acquire() as conn:
@@ -99,7 +101,10 @@ async def _rebuild(settings: Settings, topics: list[str], n: int, url: str) -> t
                 f"rebuild wrote {timeline} timeline rows and {customers} customers for {stories}"
                 " stories"
             )
-        return rate, f"{timeline:,} timeline rows, {customers:,} customers"
+        return rate, (
+            f"{timeline:,} timeline rows, {customers:,} customers; peak RSS of the process"
+            f" (it also produced and raw-consumed) {peak:,.0f} MiB"
+        )
     finally:
         await pool.close()
 

@@ -11,6 +11,7 @@ Payloads start from the event contract's examples (so they validate) with the st
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
 import uuid
@@ -315,11 +316,20 @@ def story(n: int, start: datetime, rnd: random.Random) -> list[_Event]:
 
 def history(n_events: int, seed: int = 7) -> Iterator[_Event]:
     """At least ``n_events`` events (whole stories), in time order across customers; stories
-    overlap in time (a new customer arrives every few minutes over a year)."""
+    overlap in time (a new customer arrives every few minutes over a year). Generated as they
+    are yielded: only the stories under way are held."""
     rnd = random.Random(seed)
     stories = -(-n_events // STORY_LENGTH)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     spread = timedelta(days=365) / stories
-    events = [e for i in range(stories) for e in story(i, start + spread * i, rnd)]
-    events.sort(key=lambda e: e.time)
-    yield from events
+    pending: list[tuple[datetime, int, _Event]] = []  # a heap by time (then generation order)
+    made = 0
+    for i in range(stories):
+        begins = start + spread * i  # every later event is after this
+        while pending and pending[0][0] < begins:
+            yield heapq.heappop(pending)[2]
+        for e in story(i, begins, rnd):
+            made += 1
+            heapq.heappush(pending, (e.time, made, e))
+    while pending:
+        yield heapq.heappop(pending)[2]
