@@ -212,6 +212,7 @@ class KafkaSource:
     settings: Settings
     topics: list[str]
     page: int = 1000
+    ahead: int = 100_000  # records fetched ahead of the merge, so the broker works meanwhile
     name: str = "kafka"
     total: int | None = None
 
@@ -237,8 +238,11 @@ class KafkaSource:
                 tp: [] for tp in partitions
             }
 
+            held = [0]  # records in ``buffered``
+
             def keep(got: dict[TopicPartition, list[Any]]) -> None:
                 for tp, msgs in got.items():
+                    held[0] += len(msgs)
                     buffered[tp].append(
                         [
                             ConsumedRecord(
@@ -260,7 +264,11 @@ class KafkaSource:
                 # already fetched (anything newer is applied too; the worker dedupes it later).
                 while True:
                     if buffered[tp]:
-                        yield buffered[tp].pop(0)
+                        page = buffered[tp].pop(0)
+                        held[0] -= len(page)
+                        if held[0] < self.ahead:  # take what arrived: the next fetch starts
+                            keep(await consumer.getmany(timeout_ms=0, max_records=self.ahead))
+                        yield page
                     elif await consumer.position(tp) < ends[tp]:
                         keep(await consumer.getmany(timeout_ms=1000, max_records=50 * self.page))
                     else:  # past the end offset: only what the last fetch brought along
@@ -457,6 +465,7 @@ async def _bulk(
                 counts[key] = counts.get(key, 0) + 1
             count += len(batch)
             progress.advance(len(batch))
+            await asyncio.sleep(0)  # the fetcher and the timeline's COPY get their turn
             rows = state.take_timeline()
             if rows:  # written by another connection while the fold goes on
                 if writing is not None:
