@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from cloudevents.v1 import kafka as ce_kafka
 
 from crm_events import CloudEvent, context_topic, public_topic
 from crm_runtime import kafka as kafka_clients
 from crm_runtime.embedded import EmbeddedBroker, free_port
-from crm_runtime.eventstore import EventStore, Metadata, NewEvent
+from crm_runtime.eventstore import Checkpoint, EventStore, Metadata, NewEvent
 from crm_runtime.relay import OutboxRelay
 from crm_runtime.settings import Settings
 
@@ -108,6 +110,103 @@ async def test_relay_publishes_committed_events_keyed_by_customer(
         pos = await conn.fetchval("SELECT cursor_position FROM relay_state")
         last = await conn.fetchval("SELECT max(position) FROM events")
     assert pos == last  # the cursor was stored after the acks
+
+
+async def read_ids(
+    settings: Settings, topic: str, ids: set[bytes], timeout: float = 20
+) -> list[Any]:
+    """The records of ``topic`` whose ``ce_id`` is one of ``ids``, once all of them are there."""
+    consumer: AIOKafkaConsumer = kafka_clients.consumer(settings, topic, group_id=None)
+    await consumer.start()
+    got: dict[bytes, Any] = {}
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < len(ids) and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for msgs in batches.values():
+                for m in msgs:
+                    ce_id = dict(m.headers).get("ce_id")
+                    if ce_id in ids:
+                        got.setdefault(ce_id, m)
+    finally:
+        await consumer.stop()
+    return list(got.values())
+
+
+async def partition_count(settings: Settings, topic: str) -> int:
+    consumer: AIOKafkaConsumer = kafka_clients.consumer(settings, topic, group_id=None)
+    await consumer.start()
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        await consumer.stop()
+
+
+async def test_relay_records_are_the_envelopes_on_the_default_partitions_in_commit_order(
+    pool: asyncpg.Pool, settings_for: Callable[..., Settings]
+) -> None:
+    """Byte for byte the records of ``binary_record`` (the envelope's binary mode) over the
+    stored events, on the partition aiokafka's default partitioner picks for the key, each
+    partition in commit order; over many small pages and record batches that fill up."""
+    context = f"bytes{uuid.uuid4().hex[:6]}"
+    settings = settings_for("sales", relay_batch_size=7)
+    store = EventStore(pool, "/crm/sales")
+    customers = [str(uuid.uuid4()) for _ in range(5)] + ["kunde-ü-1"]
+    meta = Metadata(actor="u-1", correlation_id="corr-1", causation_id=str(uuid.uuid4()))
+    whole_second = datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC)
+    elsewhere = datetime(2024, 3, 1, 1, 2, 3, 450000, tzinfo=timezone(timedelta(hours=2)))
+    async with pool.acquire() as conn:
+        for i in range(60):
+            customer = customers[i % len(customers)]
+            stream = f"lead-{customer}-{i % 4}"
+            version = await store.stream_version(stream, conn)
+            subject: str | None = customer
+            if i % 11 == 3:
+                subject = None  # about no customer: keyed by the stream id
+            elif i % 13 == 5:
+                subject = ""
+            event = NewEvent(
+                type="crm.sales.lead.captured" if i % 3 else "crm.sales.lead.disqualified",
+                data={
+                    "lead_id": stream,
+                    "n": i,
+                    "note": "é" * (i * 50),
+                    "nested": {"b": 1, "a": 2},
+                },
+                subject=subject,
+                occurred_at=[whole_second, elsewhere, datetime.now(UTC)][i % 3],
+            )
+            await store.append(conn, stream, "lead", version, [event], meta if i % 2 else None)
+    expected = await store.read_committed_records(Checkpoint(), 1000)
+    assert len(expected) == 60
+    relay = OutboxRelay(pool, store, settings, context)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    ids = {dict(r.headers)["ce_id"] for _, _, r in expected}
+    public_ids = {
+        dict(r.headers)["ce_id"] for _, t, r in expected if t == "crm.sales.lead.captured"
+    }
+    try:
+        got = await read_ids(settings, context_topic(context), ids)
+        public = await read_ids(settings, public_topic(), public_ids)
+    finally:
+        stop.set()
+        await task
+    for topic, records, wanted in (
+        (context_topic(context), got, expected),
+        (public_topic(), public, [e for e in expected if e[1] == "crm.sales.lead.captured"]),
+    ):
+        by_id = {dict(r.headers)["ce_id"]: r for r in records}
+        assert {dict(r.headers)["ce_id"] for _, _, r in wanted} <= set(by_id), topic
+        n = await partition_count(settings, topic)
+        order: dict[int, list[int]] = {}
+        for _, _, record in wanted:
+            r = by_id[dict(record.headers)["ce_id"]]
+            assert (r.key, r.value, list(r.headers)) == (record.key, record.value, record.headers)
+            assert r.partition == DefaultPartitioner()(r.key, list(range(n)), list(range(n)))
+            order.setdefault(r.partition, []).append(r.offset)
+        for offsets in order.values():
+            assert offsets == sorted(offsets)  # each partition in commit order
 
 
 async def test_second_relay_replica_waits_as_standby(
