@@ -94,12 +94,14 @@ class CloudEvent(BaseModel):
         name = ""
         try:
             for name, raw in headers or ():
-                lower = name.lower()
+                attr = _HEADER_ATTRS.get(name)
+                if attr is None:
+                    attr = _header_attr(name)
                 text = raw.decode() if raw is not None else ""
-                if lower.startswith("ce_"):
-                    ce[lower[3:]] = text
-                elif lower == "content-type":
+                if attr is True:
                     content_type = text
+                elif attr is not False:
+                    ce[attr] = text
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
         if value is None:
@@ -128,6 +130,19 @@ class CloudEvent(BaseModel):
             return cls.model_validate(attrs)
         except ValidationError as exc:
             raise EnvelopeError(f"invalid CloudEvent attributes: {_summarise(exc)}") from exc
+
+
+_HEADER_ATTRS: dict[str, str | bool] = {}  # header name as sent -> what it carries
+
+
+def _header_attr(name: str) -> str | bool:
+    """The attribute a ``ce_`` header carries (``ce_id`` -> ``id``; names are case-blind), True
+    for the content type, False for any other header. Remembered."""
+    lower = name.lower()
+    attr: str | bool = lower[3:] if lower.startswith("ce_") else lower == "content-type"
+    if len(_HEADER_ATTRS) < 256:  # names come from producers: keep the set bounded
+        _HEADER_ATTRS[name] = attr
+    return attr
 
 
 def _summarise(exc: ValidationError) -> str:
