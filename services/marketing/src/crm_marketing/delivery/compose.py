@@ -21,14 +21,18 @@ class Tracker:
 
     base_url: str
     key: bytes
+    prefix: str = field(init=False, repr=False)  # "<base>/t/"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.base_url.rstrip("/") + "/t/")
 
     def url(self, kind: tokens.Kind, message_id: UUID, index: int = 0) -> str:
         token = tokens.sign(self.key, kind, message_id, index)
         suffix = ".gif" if kind == "o" else ""
-        return f"{self.base_url.rstrip('/')}/t/{kind}/{token}{suffix}"
+        return f"{self.prefix}{kind}/{token}{suffix}"
 
     def is_ours(self, url: str) -> bool:
-        return url.startswith(self.base_url.rstrip("/") + "/t/")
+        return url.startswith(self.prefix)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,18 @@ Exactly once, also across a crash of the sender:
    quiet hours (deferred), the per-customer frequency cap (under a per-customer advisory lock,
    so two senders cannot both let a customer's N+1-th message through) — and moved to
    ``sending`` with a lease and a stable Message-ID ``<message id@domain>``; committed.
-2. **Send** over one SMTP connection (or a provider).
-3. **Record** (one transaction per message): ``sending`` → ``sent`` / ``bounced``, with the
-   event. A message whose lease ran out while still ``sending`` (its sender died) is claimed
-   again and resent with the same Message-ID, so a receiving system that already took it can
-   drop the copy (RFC 5322 §3.6.4). Only a crash between the server's 250 and step 3's commit
-   leaves a message in doubt; everything before is never sent, everything after never again.
+2. **Send** over one SMTP connection, held by the SMTP worker process (``smtp_worker``; in
+   this process with ``MARKETING_SMTP_WORKER=false``), or through a provider.
+3. **Record** (one transaction per group: what was answered within ``GROUP_WINDOW``):
+   ``sending`` → ``sent`` / ``bounced``, with the event. A message whose lease ran out while
+   still ``sending`` (its sender died) is claimed again and resent with the same Message-ID,
+   so a receiving system that already took it can drop the copy (RFC 5322 §3.6.4). Only a
+   crash between the server's 250 and step 3's commit (at most ``GROUP_WINDOW`` plus a commit)
+   leaves a message in doubt; everything before is never sent (the worker dies with the
+   sender's process), everything after never again.
+
+The three steps overlap (a pipeline): the next batch is claimed while one is sent, the next
+messages are composed while one is on the wire, outcomes are recorded while the next go out.
 
 For SMS and push the provider is called inside step 3's transaction (the local provider writes
 its record there), so those are recorded exactly once outright.
@@ -21,6 +27,7 @@ its record there), so those are recorded exactly once outright.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -45,6 +52,7 @@ from crm_marketing.delivery.messages import MessageKey
 from crm_marketing.delivery.providers import LocalProvider, MobileMessage, Provider
 from crm_marketing.delivery.settings import DeliverySettings
 from crm_marketing.delivery.smtp import Email, Outcome, SendResult, SmtpSender, build_email
+from crm_marketing.delivery.smtp_worker import SmtpWorker
 from crm_runtime.db import Conn
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.settings import Settings
@@ -53,8 +61,8 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Metadata(actor="system:delivery")
 PIPELINE_DEPTH = 16  # messages composed ahead of the one on the wire
-GROUP_COMMIT = 200  # outcomes recorded per transaction, at most
-GROUP_WINDOW = 0.05  # seconds an outcome may wait for others to share its commit
+GROUP_COMMIT = 500  # outcomes recorded per transaction, at most
+GROUP_WINDOW = 0.2  # seconds an outcome may wait for others to share its commit
 
 
 class Throttle:
@@ -63,6 +71,10 @@ class Throttle:
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._next = 0.0
+
+    @property
+    def paced(self) -> bool:
+        return self.interval > 0
 
     async def wait(self) -> None:
         if self.interval <= 0:
@@ -82,6 +94,7 @@ class Claim:
     address: str
     attempts: int
     revision: int | None = None  # of the template; None: it does not exist (fails to render)
+    again: bool = False  # claimed after another sender's lease ran out (it may have been sent)
 
 
 @dataclass
@@ -100,10 +113,107 @@ class ClaimReport:
     deferred: int = 0
 
 
+@dataclass
+class Batch:
+    """A claimed batch, with what composing it needs read (None: read it when sending)."""
+
+    claims: list[Claim]
+    skipped: int
+    composer: BatchComposer | None = None
+
+
+def _targets(claims: list[Claim]) -> list[tuple[str, str, str, int | None]]:
+    return [(c.key.customer_id, c.template_id, c.key.channel, c.revision) for c in claims]
+
+
+class Outcomes:
+    """What the sender hands to the recorder, taken in groups: one commit (one WAL flush) for
+    what finished within ``window`` seconds of the group's first outcome, at most ``limit``.
+    One timer per group, not one per outcome."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.items: list[Finish] = []
+        self.closed = False
+        self._first = 0.0  # when the oldest waiting outcome came
+        self._wake = asyncio.Event()
+
+    def put(self, item: Finish) -> None:
+        self.items.append(item)
+        if len(self.items) == 1:
+            self._first = time.monotonic()
+            self._wake.set()
+        elif len(self.items) >= self.limit:
+            self._wake.set()
+
+    def close(self) -> None:
+        """No more outcomes: what waits is taken at once."""
+        self.closed = True
+        self._wake.set()
+
+    async def take(self) -> list[Finish] | None:
+        """The next group; None once closed and everything was taken."""
+        while not self.items:
+            if self.closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        left = self._first + self.window - time.monotonic()
+        if left > 0 and not self.closed and len(self.items) < self.limit:
+            self._wake.clear()
+            timer = asyncio.get_running_loop().call_later(left, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
+        group, self.items = self.items[: self.limit], self.items[self.limit :]
+        self._first = time.monotonic() - self.window  # the rest has waited already
+        return group
+
+
 _COLUMNS = (
     "message_id, customer_id, channel, campaign_id, trigger_id, template_id, status,"
     " provider_id, version, attempts, template_revision"
 )
+
+
+class Recorder:
+    """The record stage of a pipeline: a task that commits the outcomes put to it in groups,
+    on a connection of its own (taken when the first outcome comes)."""
+
+    def __init__(self, deliverer: Deliverer, now: datetime) -> None:
+        self.deliverer = deliverer
+        self.now = now
+        self.outcomes = Outcomes(GROUP_COMMIT, GROUP_WINDOW)
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.task is not None and self.task.done()
+
+    def put(self, item: Finish) -> None:
+        if self.outcomes.closed:  # only after a cancelled wait: sent again after its lease
+            log.warning(
+                "outcome after the recorder stopped",
+                extra={"message_id": str(item.claim.key.message_id)},
+            )
+            return
+        if self.task is None:
+            self.task = asyncio.create_task(self.deliverer._record_all(self.outcomes, self.now))
+        self.outcomes.put(item)
+
+    async def finish(self) -> None:
+        """Record what is left; raises what stopped the recorder."""
+        self.outcomes.close()
+        if self.task is not None:
+            await self.task
+
+
+def _answered(item: Finish, recorder: Recorder, sent: asyncio.Future[SendResult]) -> None:
+    if sent.cancelled() or sent.exception() is not None:
+        return  # the worker died (logged): in doubt, the message is sent again after its lease
+    recorder.put(Finish(item.claim, sent.result(), item.composed))
 
 
 class Deliverer:
@@ -123,6 +233,9 @@ class Deliverer:
         self.store = store
         self.cfg = cfg
         self.smtp = smtp or SmtpSender(settings.smtp_url, timeout=cfg.smtp_timeout)
+        self.worker: SmtpWorker | None = None  # None: SMTP in this process, through ``smtp``
+        if smtp is None and cfg.smtp_worker:
+            self.worker = SmtpWorker(settings.smtp_url, timeout=cfg.smtp_timeout)
         self.provider: Provider = provider or LocalProvider()
         self.mail_from = settings.mail_from
         self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
@@ -132,7 +245,11 @@ class Deliverer:
         self.quiet = QuietHours(cfg.quiet_hours_start, cfg.quiet_hours_end, cfg.default_timezone)
 
     async def close(self) -> None:
-        await self.smtp.close()
+        try:
+            if self.worker is not None:
+                await self.worker.close()
+        finally:
+            await self.smtp.close()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -144,14 +261,78 @@ class Deliverer:
         return len(report.claimed) + report.skipped
 
     async def drain(self, now: datetime, max_batches: int = 1000) -> int:
-        """Send everything due at ``now``; returns how many messages were handled."""
+        """Send everything due at ``now``; returns how many messages were handled.
+
+        One pipeline for all batches: the next batch is claimed (and its profiles and templates
+        read) while the current one is being sent, and outcomes are recorded across batch ends,
+        so the SMTP connection does not wait for the database between batches.
+        """
         total = 0
-        for _ in range(max_batches):
-            done = await self.run_once(now)
-            if done == 0:
-                break
-            total += done
+        recorder = Recorder(self, now)
+        ahead: asyncio.Task[Batch] | None = asyncio.create_task(self._prepare(now))
+        try:
+            for i in range(max_batches):
+                assert ahead is not None
+                claiming, ahead = ahead, None
+                batch = await claiming
+                done = len(batch.claims) + batch.skipped
+                if done == 0:
+                    break
+                total += done
+                if i + 1 < max_batches:
+                    ahead = asyncio.create_task(self._prepare(now))
+                if batch.claims:
+                    await self._send(batch.claims, batch.composer, recorder)
+                if recorder.failed:
+                    break  # its error is raised below
+        finally:
+            try:
+                if ahead is not None:
+                    await self._abandon(ahead)
+            finally:
+                await self._finish(recorder)
         return total
+
+    async def _prepare(self, now: datetime) -> Batch:
+        """Claim a batch and read what composing it needs."""
+        report = await self.claim(now)
+        batch = Batch(report.claimed, report.skipped)
+        if batch.claims:
+            composer = BatchComposer(self.tracker)
+            try:
+                async with self.pool.acquire() as conn:
+                    await composer.load(conn, _targets(batch.claims))
+                batch.composer = composer
+            except Exception:  # sending reads them again
+                log.exception("reading a batch's profiles and templates failed")
+        return batch
+
+    async def _abandon(self, ahead: asyncio.Task[Batch]) -> None:
+        """A batch claimed ahead that will not be sent now (drain stopped early): put what was
+        claimed from the queue back, so it goes out without waiting for its lease to run out
+        (a message claimed again after a lease ran out keeps its lease: it may have been sent)."""
+        if not ahead.done():
+            ahead.cancel()
+        try:
+            batch = await ahead
+        except asyncio.CancelledError:
+            return  # its transaction was rolled back (or it never started)
+        except Exception:
+            log.exception("claiming ahead failed")
+            return
+        fresh = [c.key.message_id for c in batch.claims if not c.again]
+        if not fresh:
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE messages SET status = 'queued', counted_at = NULL,"
+                    " claimed_until = NULL, attempts = attempts - 1"
+                    " WHERE message_id = ANY($1::uuid[]) AND status = 'sending'",
+                    fresh,
+                )
+        except Exception:  # they are sent when their lease runs out
+            log.exception("could not release messages claimed ahead")
 
     # -- 1. claim ---------------------------------------------------------------------------
 
@@ -216,6 +397,7 @@ class Deliverer:
                         address=where.address,
                         attempts=row["attempts"] + 1,
                         revision=revisions.get(key.message_id),
+                        again=in_flight,
                     )
                 )
             if claimed_new:
@@ -332,36 +514,60 @@ class Deliverer:
 
     # -- 2. send, 3. record -----------------------------------------------------------------
 
-    async def send(self, claims: list[Claim], now: datetime) -> None:
+    async def send(
+        self, claims: list[Claim], now: datetime, composer: BatchComposer | None = None
+    ) -> None:
         """Send claimed messages through a pipeline of three stages that overlap: compose the
-        next messages (database reads, templates), send over one SMTP connection, record what
-        happened (group commits)."""
+        next messages (database reads unless ``composer`` has them, templates), send over one
+        SMTP connection, record what happened (group commits)."""
+        recorder = Recorder(self, now)
+        try:
+            await self._send(claims, composer, recorder)
+        finally:
+            await self._finish(recorder)
+
+    async def _finish(self, recorder: Recorder) -> None:
+        """Wait for the answers of what is still on the wire, then record what is left."""
+        try:
+            if self.worker is not None:
+                await self.worker.flush()
+        finally:
+            await recorder.finish()
+
+    async def _send(
+        self, claims: list[Claim], composer: BatchComposer | None, recorder: Recorder
+    ) -> None:
         prepared: asyncio.Queue[Finish | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
-        finished: asyncio.Queue[Finish | None] = asyncio.Queue()
-        async with self.pool.acquire() as conn, self.pool.acquire() as record_conn:
-            composer = asyncio.create_task(self._compose_all(conn, claims, prepared))
-            recorder = asyncio.create_task(self._record_all(record_conn, finished, now))
-            try:
-                while (item := await prepared.get()) is not None:
-                    if recorder.done():
-                        break  # it failed: its error is raised below
-                    await self.throttle.wait()
-                    finished.put_nowait(await self._transmit(item))
-            finally:
-                composer.cancel()
-                finished.put_nowait(None)
-                await asyncio.gather(composer, return_exceptions=True)
-                await recorder
+        composing = asyncio.create_task(self._compose_all(claims, prepared, composer))
+        try:
+            while (item := await prepared.get()) is not None:
+                if recorder.failed:
+                    break  # its error is raised by its finish
+                await self.throttle.wait()
+                if self.worker is None or item.raw is None:
+                    recorder.put(await self._transmit(item))
+                    continue
+                # Handed to the worker: composing the next message overlaps this one's SMTP
+                # round trips; its outcome is recorded when the answer comes.
+                sent = await self.worker.submit(
+                    self.mail_from, item.claim.address, item.raw, at_once=self.throttle.paced
+                )
+                sent.add_done_callback(functools.partial(_answered, item, recorder))
+        finally:
+            composing.cancel()
+            await asyncio.gather(composing, return_exceptions=True)
 
     async def _compose_all(
-        self, conn: Conn, claims: list[Claim], prepared: asyncio.Queue[Finish | None]
+        self,
+        claims: list[Claim],
+        prepared: asyncio.Queue[Finish | None],
+        composer: BatchComposer | None,
     ) -> None:
         try:
-            composer = BatchComposer(self.tracker)
-            await composer.load(
-                conn,
-                [(c.key.customer_id, c.template_id, c.key.channel, c.revision) for c in claims],
-            )
+            if composer is None:
+                composer = BatchComposer(self.tracker)
+                async with self.pool.acquire() as conn:
+                    await composer.load(conn, _targets(claims))
             for claim in claims:
                 await prepared.put(self._compose(composer, claim))
                 await asyncio.sleep(0)  # let the sender take it
@@ -411,52 +617,35 @@ class Deliverer:
         result = await self.smtp.send(self.mail_from, item.claim.address, item.raw)
         return Finish(item.claim, result, item.composed)
 
-    async def _record_all(
-        self, conn: Conn, finished: asyncio.Queue[Finish | None], now: datetime
-    ) -> None:
-        more = True
-        while more:
-            group = [await finished.get()]
-            # Gather what finishes within a short window: one commit (one WAL flush) for many.
-            deadline = time.monotonic() + GROUP_WINDOW
-            while group[-1] is not None and len(group) < GROUP_COMMIT:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+    async def _record_all(self, outcomes: Outcomes, now: datetime) -> None:
+        async with self.pool.acquire() as conn:
+            while (items := await outcomes.take()) is not None:
                 try:
-                    group.append(await asyncio.wait_for(finished.get(), left))
-                except TimeoutError:
-                    break
-            more = None not in group
-            items = [f for f in group if f is not None]
-            if not items:
-                continue
-            try:
-                async with conn.transaction():
-                    await self._record_group(conn, items, now)
-            except Exception:  # one bad record must not undo the others: one at a time
-                log.exception("group commit failed; recording one by one")
-                for f in items:
-                    try:
-                        async with conn.transaction():
-                            await self._record(conn, f, now)
-                    except Exception:
-                        log.exception(
-                            "message outcome not recorded",
-                            extra={"message_id": str(f.claim.key.message_id)},
-                        )
+                    async with conn.transaction():
+                        await self._record_group(conn, items, now)
+                except Exception:  # one bad record must not undo the others: one at a time
+                    log.exception("group commit failed; recording one by one")
+                    for f in items:
+                        try:
+                            async with conn.transaction():
+                                await self._record(conn, f, now)
+                        except Exception:
+                            log.exception(
+                                "message outcome not recorded",
+                                extra={"message_id": str(f.claim.key.message_id)},
+                            )
 
     async def _record_group(self, conn: Conn, items: list[Finish], now: datetime) -> None:
         """E-mails accepted by the server (nearly all) in two statements for the group."""
-        hot = [
-            f
-            for f in items
-            if f.claim.key.channel == "email"
-            and f.skip is None
-            and f.result.outcome is Outcome.ACCEPTED
-        ]
+        hot: list[Finish] = []
         for f in items:
-            if not any(f is h for h in hot):
+            if (
+                f.claim.key.channel == "email"
+                and f.skip is None
+                and f.result.outcome is Outcome.ACCEPTED
+            ):
+                hot.append(f)
+            else:
                 await self._record(conn, f, now)
         if not hot:
             return

@@ -51,6 +51,11 @@ class DeliverySettings(BaseSettings):
     retry_seconds: float = Field(default=60.0, ge=0, description="backoff per failed attempt")
     sender_interval: float = Field(default=1.0, gt=0, description="seconds between sender polls")
     smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_worker: bool = Field(
+        default=True,
+        description="hold the SMTP conversation in a process of its own (the sender's process "
+        "composes and records the next messages meanwhile); false: in the sender's process",
+    )
 
     @field_validator("default_timezone")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import quopri
+import time
 import uuid
 from dataclasses import dataclass
 from email.header import Header
@@ -54,6 +55,18 @@ def _header(name: str, value: str) -> bytes:
     return f"{name}: {folded}\r\n".encode()
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def _now_header() -> str:
+    """The Date header's value for now (made once a second)."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, formatdate(second, usegmt=True))
+    return _date[1]
+
+
 def _qp(text: str) -> bytes:
     body = quopri.encodestring(text.replace("\r\n", "\n").encode())
     return body.replace(b"\n", b"\r\n")
@@ -71,7 +84,7 @@ def build_email(mail: Email) -> bytes:
     out += _header("From", mail.sender)
     out += _header("To", mail.to)
     out += _header("Subject", mail.subject)
-    out += _header("Date", formatdate(localtime=False, usegmt=True))
+    out += _header("Date", _now_header())
     out += _header("Message-ID", mail.message_id)
     if mail.unsubscribe_url:
         out += _header("List-Unsubscribe", f"<{mail.unsubscribe_url}>")
@@ -84,7 +97,7 @@ def build_email(mail: Email) -> bytes:
     if mail.html is None:
         return bytes(out + text_part)
     boundary = f"=_{uuid.uuid4().hex}".encode()  # "=_" never occurs in quoted-printable
-    out += b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n'
+    out += b'Content-Type: multipart/alternative;\r\n boundary="' + boundary + b'"\r\n\r\n'
     out += b"--" + boundary + b"\r\n" + text_part + b"\r\n"
     out += b"--" + boundary + b"\r\n"
     out += b'Content-Type: text/html; charset="utf-8"\r\n'
