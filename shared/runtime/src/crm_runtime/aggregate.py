@@ -48,6 +48,11 @@ class Aggregate:
         return f"{self.stream_type}-{self.id}"
 
     @property
+    def version_after_save(self) -> int:
+        """The stream version once the pending events are saved (for writes sent with them)."""
+        return self.version + len(self.pending)
+
+    @property
     def exists(self) -> bool:
         return self.version > 0 or bool(self.pending)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from contextvars import ContextVar, Token
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +14,13 @@ import asyncpg
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-    Conn = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    from crm_runtime.unit_of_work import CommandConnection
+
+    Conn = (
+        asyncpg.Connection[asyncpg.Record]
+        | PoolConnectionProxy[asyncpg.Record]
+        | CommandConnection  # what commands get (crm_runtime.http.commands.run_command)
+    )
 else:
     Conn = asyncpg.Connection  # what callers pass: a connection, or a pool's proxy of one
 
@@ -40,9 +47,34 @@ async def ensure_database(server_url: str, database: str) -> None:
         await conn.close()
 
 
+# The server pid of a connection about to go back to the pool whose session is as the pool
+# handed it out (set by the command path: crm_runtime.http.commands). Its reset query (a round
+# trip: unlock advisory locks, close cursors, UNLISTEN, RESET ALL) then has nothing to undo.
+_SESSION_UNCHANGED: ContextVar[int | None] = ContextVar("crm_session_unchanged", default=None)
+
+
+def session_unchanged(conn: Conn) -> Token[int | None]:
+    """Vouch that ``conn`` changed no session state (no SET, LISTEN, session lock, cursor):
+    releasing it skips the reset query. Reset the returned token once it is released."""
+    return _SESSION_UNCHANGED.set(conn.get_server_pid())
+
+
+def reset_session_unchanged(token: Token[int | None]) -> None:
+    _SESSION_UNCHANGED.reset(token)
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    # asyncpg has already rolled back an open transaction and dropped listener callbacks.
+    if _SESSION_UNCHANGED.get() == conn.get_server_pid():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     # jsonb stays text on the wire both ways: callers json.dumps/json.loads explicitly.
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_reset)
     if pool is None:  # pragma: no cover - asyncpg types it as optional
         raise RuntimeError("could not create the connection pool")
     return pool

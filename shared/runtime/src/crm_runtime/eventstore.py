@@ -10,9 +10,11 @@ the set below that horizon never grows again, and (txid, position) orders it sta
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,6 +24,7 @@ from crm_events import CloudEvent
 from crm_events.envelope import KafkaRecord, binary_record
 from crm_runtime.db import Conn
 from crm_runtime.errors import ConcurrencyError, InvalidInput
+from crm_runtime.unit_of_work import NOTIFY_SETTING, CommandConnection, CommitNotifier
 
 _COLUMNS = (
     "position, txid::text::bigint AS txid, stream_id, stream_type, version, event_id, event_type,"
@@ -137,6 +140,19 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class Write:
+    """A read-model write that must commit with an append; it is sent in the append's statement.
+
+    ``sql`` is one INSERT, UPDATE or DELETE with its own ``$1..$n`` parameters (they are
+    renumbered when the statement is composed, so do not write ``$<digit>`` inside a literal).
+    Like the append itself it cannot see the other parts' effects (one snapshot).
+    """
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class StreamAppend:
     """A batch for one stream, for appends that span several streams in one transaction."""
 
@@ -166,13 +182,48 @@ VALUES ($1, $2, 1, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)
 RETURNING position, txid::text::bigint AS txid, version, recorded_at
 """
 
+_PARAM = re.compile(r"\$(\d+)")
+_DEFER_NOTIFY = f"set_config('{NOTIFY_SETTING}', 'deferred', true)"
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+@lru_cache(maxsize=512)
+def _composed(
+    append_sql: str, append_args: int, writes: tuple[tuple[str, int], ...], defer: bool
+) -> str:
+    """One statement: the append, the writes that go with it, and (``defer``) the setting that
+    keeps the trigger's NOTIFY for :class:`CommitNotifier`. Data-modifying CTEs all run, to
+    completion, in the statement's one snapshot; statement-level AFTER triggers fire at its end,
+    after the outer SELECT has evaluated ``set_config``."""
+    parts = [f"appended AS ({append_sql.strip()})"]
+    offset = append_args
+    for i, (sql, count) in enumerate(writes):
+        parts.append(f"w{i} AS ({_renumbered(sql.strip(), offset)})")
+        offset += count
+    defer_col = f", {_DEFER_NOTIFY} AS deferred" if defer else ""
+    return (
+        "WITH "
+        + ",\n".join(parts)
+        + f"\nSELECT position, txid, version, recorded_at{defer_col} FROM appended ORDER BY version"
+    )
+
 
 class EventStore:
-    """Append and read events in one service's database."""
+    """Append and read events in one service's database.
 
-    def __init__(self, pool: asyncpg.Pool, source: str) -> None:
+    ``notifier``: appends made through a :class:`CommandConnection` leave the relay's wake-up to
+    it (after commit, coalesced) instead of the trigger's in-transaction NOTIFY.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, source: str, notifier: CommitNotifier | None = None
+    ) -> None:
         self.pool = pool
         self.source = source
+        self.notifier = notifier
 
     async def append(
         self,
@@ -182,42 +233,74 @@ class EventStore:
         expected_version: int,
         events: Sequence[NewEvent],
         metadata: Metadata | None = None,
+        *,
+        also: Sequence[Write] = (),
+        final: bool = False,
     ) -> list[StoredEvent]:
-        """Append inside the caller's transaction; ConcurrencyError if the stream moved on."""
+        """Append inside the caller's transaction; ConcurrencyError if the stream moved on.
+
+        ``also``: read-model writes that commit with the events, sent in the same statement.
+        ``final``: on a :class:`CommandConnection`, this is the command's last statement; if
+        nothing ran before it (and the stream is new) it runs alone, atomically, without
+        BEGIN/COMMIT round trips.
+        """
         if not events:
+            for w in also:
+                await conn.execute(w.sql, *w.args)
             return []
         meta = (metadata or Metadata()).as_json()
         # Optimistic concurrency: version N+1 is unique per stream, and (for N > 0) version N
         # must exist, so the append succeeds only if the stream is exactly at the expected version.
+        sql: str
+        args: list[Any]
+        if expected_version == 0 and len(events) == 1:
+            e = events[0]
+            sql = _APPEND_FIRST
+            args = [
+                stream_id,
+                stream_type,
+                e.event_id,
+                e.type,
+                e.schema_version,
+                e.subject,
+                json.dumps(e.data),
+                json.dumps(meta),
+                e.occurred_at,
+            ]
+        else:
+            sql = _APPEND
+            args = [
+                stream_id,
+                stream_type,
+                expected_version,
+                json.dumps(meta),
+                [e.event_id for e in events],
+                [e.type for e in events],
+                [e.schema_version for e in events],
+                [e.subject for e in events],
+                [json.dumps(e.data) for e in events],
+                [e.occurred_at for e in events],
+            ]
+        command = conn if isinstance(conn, CommandConnection) else None
+        defer = command is not None and command.notifier is not None
+        if also or defer:
+            sql = _composed(sql, len(args), tuple((w.sql, len(w.args)) for w in also), defer)
+            for w in also:
+                args.extend(w.args)
+        if expected_version > 0 and (also or final):
+            # A stale version inserts no event and raises nothing: the writes must roll back
+            # with it, and the error names the stream's version (a second statement).
+            if command is not None:
+                await command.begin()
+            elif also and not conn.is_in_transaction():
+                raise ValueError(
+                    "`also` writes with an append to an existing stream need a transaction"
+                )
         try:
-            if expected_version == 0 and len(events) == 1:
-                e = events[0]
-                rows = await conn.fetch(
-                    _APPEND_FIRST,
-                    stream_id,
-                    stream_type,
-                    e.event_id,
-                    e.type,
-                    e.schema_version,
-                    e.subject,
-                    json.dumps(e.data),
-                    json.dumps(meta),
-                    e.occurred_at,
-                )
+            if final and command is not None:
+                rows = await command.fetch_final(sql, *args)
             else:
-                rows = await conn.fetch(
-                    _APPEND,
-                    stream_id,
-                    stream_type,
-                    expected_version,
-                    json.dumps(meta),
-                    [e.event_id for e in events],
-                    [e.type for e in events],
-                    [e.schema_version for e in events],
-                    [e.subject for e in events],
-                    [json.dumps(e.data) for e in events],
-                    [e.occurred_at for e in events],
-                )
+                rows = await conn.fetch(sql, *args)
         except asyncpg.UniqueViolationError as exc:
             if "event_id" in (exc.constraint_name or ""):
                 raise
@@ -225,6 +308,9 @@ class EventStore:
         if not rows:
             actual = await self.stream_version(stream_id, conn)
             raise ConcurrencyError(stream_id, expected_version, actual)
+        if defer:
+            assert command is not None
+            command.appended = True
         return [
             StoredEvent(
                 position=r["position"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -9,7 +10,7 @@ from crm_events import registry
 from crm_runtime.aggregate import Aggregate
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound, PreconditionFailed
-from crm_runtime.eventstore import EventStore, Metadata, NewEvent, StoredEvent
+from crm_runtime.eventstore import EventStore, Metadata, NewEvent, StoredEvent, Write
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -46,8 +47,20 @@ class Repository(Generic[A]):
             raise NotFound(f"{self.factory.stream_type} {aggregate_id} does not exist")
         return events
 
-    async def save(self, conn: Conn, aggregate: A, metadata: Metadata) -> list[StoredEvent]:
-        """Append the aggregate's pending events, expecting the version it was loaded at."""
+    async def save(
+        self,
+        conn: Conn,
+        aggregate: A,
+        metadata: Metadata,
+        *,
+        also: Sequence[Write] = (),
+        final: bool = False,
+    ) -> list[StoredEvent]:
+        """Append the aggregate's pending events, expecting the version it was loaded at.
+
+        ``also`` and ``final``: as for :meth:`EventStore.append` (read-model writes sent in the
+        same statement; the command's last statement).
+        """
         new = []
         for payload in aggregate.pending:
             type_, version = registry.type_of(payload)
@@ -60,7 +73,14 @@ class Repository(Generic[A]):
                 )
             )
         stored = await self.store.append(
-            conn, aggregate.stream_id, aggregate.stream_type, aggregate.version, new, metadata
+            conn,
+            aggregate.stream_id,
+            aggregate.stream_type,
+            aggregate.version,
+            new,
+            metadata,
+            also=also,
+            final=final,
         )
         if stored:
             aggregate.version = stored[-1].version

@@ -6,37 +6,48 @@ from datetime import datetime
 from typing import Any
 
 from crm_runtime.db import Conn
+from crm_runtime.eventstore import Write
 from crm_sales.domain.lead import Lead
+
+_UPSERT = """
+INSERT INTO leads (lead_id, customer_id, name, email, company, source, status, score,
+                   owner_id, version, created_at, updated_at, team_id, region,
+                   product_line)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
+ON CONFLICT (lead_id) DO UPDATE SET
+    name = EXCLUDED.name, email = EXCLUDED.email, company = EXCLUDED.company,
+    status = EXCLUDED.status, score = EXCLUDED.score, owner_id = EXCLUDED.owner_id,
+    team_id = EXCLUDED.team_id, version = EXCLUDED.version,
+    updated_at = EXCLUDED.updated_at
+"""
+
+
+def upsert_write(lead: Lead, at: datetime, version: int) -> Write:
+    """The lead's row at ``version``, to send with the append that brings it there."""
+    return Write(
+        _UPSERT,
+        (
+            lead.id,
+            lead.customer_id,
+            lead.name,
+            lead.email,
+            lead.company,
+            lead.source,
+            lead.status,
+            lead.score,
+            lead.owner_id,
+            version,
+            at,
+            lead.team_id,
+            lead.region,
+            lead.product_line,
+        ),
+    )
 
 
 async def upsert(conn: Conn, lead: Lead, at: datetime) -> None:
-    await conn.execute(
-        """
-        INSERT INTO leads (lead_id, customer_id, name, email, company, source, status, score,
-                           owner_id, version, created_at, updated_at, team_id, region,
-                           product_line)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
-        ON CONFLICT (lead_id) DO UPDATE SET
-            name = EXCLUDED.name, email = EXCLUDED.email, company = EXCLUDED.company,
-            status = EXCLUDED.status, score = EXCLUDED.score, owner_id = EXCLUDED.owner_id,
-            team_id = EXCLUDED.team_id, version = EXCLUDED.version,
-            updated_at = EXCLUDED.updated_at
-        """,
-        lead.id,
-        lead.customer_id,
-        lead.name,
-        lead.email,
-        lead.company,
-        lead.source,
-        lead.status,
-        lead.score,
-        lead.owner_id,
-        lead.version,
-        at,
-        lead.team_id,
-        lead.region,
-        lead.product_line,
-    )
+    w = upsert_write(lead, at, lead.version)
+    await conn.execute(w.sql, *w.args)
 
 
 async def list_leads(

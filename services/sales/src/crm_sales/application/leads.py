@@ -58,7 +58,15 @@ class LeadHandlers:
         self.leads = Repository(store, Lead)
         self.router = Router(store)
 
-    async def capture(self, conn: Conn, cmd: CaptureLead, meta: Metadata) -> Lead:
+    async def save(self, conn: Conn, lead: Lead, meta: Metadata, *, final: bool = False) -> None:
+        """The lead's new events and its read-model row, in one statement."""
+        row = lead_view.upsert_write(lead, datetime.now(UTC), lead.version_after_save)
+        await self.leads.save(conn, lead, meta, also=[row], final=final)
+
+    async def capture(
+        self, conn: Conn, cmd: CaptureLead, meta: Metadata, *, final: bool = False
+    ) -> Lead:
+        """``final``: nothing follows on ``conn`` (a new lead without checks: one statement)."""
         if cmd.email:
             await self.check_duplicate(conn, cmd.email.strip().lower())
         # The customer id is minted here (sales is the system of record for customers), unless
@@ -84,16 +92,14 @@ class LeadHandlers:
                 lead.assign(
                     decision.owner_id, decision.team_id, decision.rule_id, decision.strategy
                 )
-        await self.leads.save(conn, lead, meta)
-        await lead_view.upsert(conn, lead, datetime.now(UTC))
+        await self.save(conn, lead, meta, final=final)
         return lead
 
     async def qualify(self, conn: Conn, cmd: QualifyLead, meta: Metadata) -> Lead:
         lead = await self.leads.load(cmd.lead_id, conn=conn)
         check_version(cmd.expected_version, lead.version)
         lead.qualify(cmd.score, cmd.notes)
-        await self.leads.save(conn, lead, meta)
-        await lead_view.upsert(conn, lead, datetime.now(UTC))
+        await self.save(conn, lead, meta)
         return lead
 
     async def check_duplicate(self, conn: Conn, email: str) -> None:
@@ -134,16 +140,14 @@ class LeadHandlers:
             team_id = await conn.fetchval("SELECT team_id FROM reps WHERE user_id = $1", owner_id)
         lead.assign(owner_id, team_id)
         if lead.pending:
-            await self.leads.save(conn, lead, meta)
-            await lead_view.upsert(conn, lead, datetime.now(UTC))
+            await self.save(conn, lead, meta)
         return lead
 
     async def disqualify(self, conn: Conn, cmd: DisqualifyLead, meta: Metadata) -> Lead:
         lead = await self.leads.load(cmd.lead_id, conn=conn)
         check_version(cmd.expected_version, lead.version)
         lead.disqualify(cmd.reason)
-        await self.leads.save(conn, lead, meta)
-        await lead_view.upsert(conn, lead, datetime.now(UTC))
+        await self.save(conn, lead, meta)
         return lead
 
 
@@ -258,6 +262,5 @@ async def convert_lead(
         account_id=account.id if account else None,
         deal_id=deal.id if deal else None,
     )
-    await leads.leads.save(conn, lead, meta)
-    await lead_view.upsert(conn, lead, datetime.now(UTC))
+    await leads.save(conn, lead, meta)
     return Conversion(lead, contact, account, deal)

@@ -20,12 +20,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_runtime import kafka
-from crm_runtime.context import ServiceContext, open_context
+from crm_runtime.context import ServiceContext, database_url, open_context
 from crm_runtime.eventstore import Checkpoint
 from crm_runtime.http import problems
 from crm_runtime.http.auth import require
 from crm_runtime.logs import configure_logging, correlation_id
 from crm_runtime.settings import Settings
+from crm_runtime.unit_of_work import CommitNotifier
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(settings, migrations)
+        # Commands wake the relay after they commit, many commits to one NOTIFY (unit_of_work).
+        notifier = ctx.store.notifier = CommitNotifier(database_url(settings))
         app.state.ctx = ctx
         app.state.broker = BrokerProbe(settings)
         stop = asyncio.Event()
@@ -143,6 +146,7 @@ def create_service_app(
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await notifier.close()
             await ctx.close()
 
     app = FastAPI(
@@ -219,8 +223,10 @@ def create_service_app(
             has_more=len(batch) == limit,
         )
 
-    app.include_router(health)
-    app.include_router(feed)
+    # The service's own routes first: each request is matched against the routes in order,
+    # and probes and the feed are the rare ones.
     for router in routers:
         app.include_router(router)
+    app.include_router(health)
+    app.include_router(feed)
     return app

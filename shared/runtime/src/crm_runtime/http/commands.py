@@ -12,6 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from crm_runtime import db
 from crm_runtime.context import ServiceContext
 from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput, PreconditionFailed
@@ -19,6 +20,7 @@ from crm_runtime.eventstore import Metadata
 from crm_runtime.http.auth import Principal
 from crm_runtime.logs import correlation_id
 from crm_runtime.repository import check_version as check_version
+from crm_runtime.unit_of_work import CommandConnection
 
 
 @dataclass
@@ -56,50 +58,75 @@ async def run_command(
     request_fingerprint: Any,
     command: Callable[[Conn], Awaitable[CommandResult]],
 ) -> JSONResponse:
-    """Run ``command`` in one transaction; with a key, a retry replays the first response."""
+    """Run ``command`` in one transaction; with a key, a retry replays the first response.
+
+    The command gets a :class:`CommandConnection`: the transaction begins at its first statement,
+    and a command whose only statement is a final append runs it alone (one round trip). Once
+    committed, the relay is woken (see ``crm_runtime.unit_of_work``).
+    """
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if idempotency_key is None:
-            result = await command(conn)
-            return _response(result)
-        digest = hashlib.sha256(
-            json.dumps(jsonable_encoder(request_fingerprint), sort_keys=True).encode()
-        ).hexdigest()
-        # Two concurrent requests with one key: the second waits here, then replays.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"{len(user.user_id)}:{user.user_id}:{idempotency_key}",
-        )
-        stored = await conn.fetchrow(
-            "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
-            " WHERE principal = $1 AND key = $2",
-            user.user_id,
-            idempotency_key,
-        )
-        if stored is not None:
-            if stored["request_hash"] != digest:
-                raise InvalidInput(
-                    "Idempotency-Key", "was already used with a different request body"
-                )
-            headers = json.loads(stored["headers"])
-            headers["Idempotent-Replayed"] = "true"
-            return JSONResponse(
-                json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
-            )
+    unchanged = None
+    try:
+        async with ctx.pool.acquire() as raw:
+            try:
+                async with CommandConnection(raw, ctx.store.notifier) as conn:
+                    return await _run(conn, user, idempotency_key, request_fingerprint, command)
+            finally:
+                # A command only reaches the database through `conn`, inside its transaction
+                # (no SET, LISTEN, session lock or cursor outlives it): no reset on release.
+                unchanged = db.session_unchanged(raw)
+    finally:
+        if unchanged is not None:
+            db.reset_session_unchanged(unchanged)
+
+
+async def _run(
+    conn: CommandConnection,
+    user: Principal,
+    idempotency_key: str | None,
+    request_fingerprint: Any,
+    command: Callable[[Conn], Awaitable[CommandResult]],
+) -> JSONResponse:
+    if idempotency_key is None:
         result = await command(conn)
-        body = _encode(result.body)
-        await conn.execute(
-            "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
-            " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
-            user.user_id,
-            idempotency_key,
-            digest,
-            result.status,
-            json.dumps(body),
-            json.dumps(result.headers),
+        return _response(result)
+    # (a pydantic body is dumped here, only when a key needs it: as model_dump(mode="json"))
+    digest = hashlib.sha256(
+        json.dumps(_encode(request_fingerprint), sort_keys=True).encode()
+    ).hexdigest()
+    # Two concurrent requests with one key: the second waits here, then replays.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"{len(user.user_id)}:{user.user_id}:{idempotency_key}",
+    )
+    stored = await conn.fetchrow(
+        "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
+        " WHERE principal = $1 AND key = $2",
+        user.user_id,
+        idempotency_key,
+    )
+    if stored is not None:
+        if stored["request_hash"] != digest:
+            raise InvalidInput("Idempotency-Key", "was already used with a different request body")
+        headers = json.loads(stored["headers"])
+        headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(
+            json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
         )
-        return _response(CommandResult(result.status, body, result.headers))
+    result = await command(conn)
+    body = _encode(result.body)
+    await conn.execute(
+        "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
+        " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+        user.user_id,
+        idempotency_key,
+        digest,
+        result.status,
+        json.dumps(body),
+        json.dumps(result.headers),
+    )
+    return JSONResponse(body, status_code=result.status, headers=result.headers)
 
 
 def _encode(body: Any) -> Any:
@@ -109,5 +136,16 @@ def _encode(body: Any) -> Any:
     return jsonable_encoder(body)
 
 
+class _EncodedJSON(JSONResponse):
+    """A JSON response whose body arrives already encoded (bytes)."""
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else super().render(content)
+
+
 def _response(result: CommandResult) -> JSONResponse:
+    if isinstance(result.body, BaseModel):
+        # pydantic writes the JSON itself: no dict, no json.dumps (same document)
+        body = result.body.model_dump_json().encode()
+        return _EncodedJSON(body, status_code=result.status, headers=result.headers)
     return JSONResponse(_encode(result.body), status_code=result.status, headers=result.headers)

@@ -104,10 +104,10 @@ async def capture_lead(
     handlers = LeadHandlers(ctx.store)
 
     async def command(conn: Conn) -> CommandResult:
-        lead = await handlers.capture(conn, cmd, metadata_for(user))
+        lead = await handlers.capture(conn, cmd, metadata_for(user), final=True)
         return _lead_response(lead, 201)
 
-    return await run_command(ctx, user, idempotency_key, body.model_dump(mode="json"), command)
+    return await run_command(ctx, user, idempotency_key, body, command)
 
 
 @router.get("", response_model=Page[LeadSummary], summary="List leads, newest first")

@@ -1,0 +1,195 @@
+"""The command path's unit of work on real PostgreSQL: one-statement commands stay atomic, the
+transaction still covers everything else, and the relay is woken after commit (never before)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from crm_runtime import db
+from crm_runtime.errors import ConcurrencyError
+from crm_runtime.eventstore import EventStore, Metadata, NewEvent, Write
+from crm_runtime.unit_of_work import NOTIFY_CHANNEL, CommandConnection, CommitNotifier
+
+pytestmark = pytest.mark.integration
+
+VIEW = "CREATE TABLE view_rows (id text PRIMARY KEY, version int NOT NULL)"
+UPSERT = (
+    "INSERT INTO view_rows (id, version) VALUES ($1, $2)"
+    " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"
+)
+
+
+def ev(n: int = 0) -> NewEvent:
+    return NewEvent(type="crm.sales.lead.qualified", data={"n": n}, subject="c-1")
+
+
+@pytest.fixture
+async def url(fresh_db: Callable[..., Any]) -> str:
+    u: str = await fresh_db()
+    conn = await asyncpg.connect(u)
+    try:
+        await conn.execute(VIEW)
+    finally:
+        await conn.close()
+    return u
+
+
+@pytest.fixture
+async def pool(url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(url, max_size=5)
+    yield p
+    await p.close()
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = asyncio.Event()
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+        self.event.set()
+
+
+@pytest.fixture
+async def listener(url: str) -> AsyncIterator[Listener]:
+    conn = await asyncpg.connect(url)
+    heard = Listener()
+    await conn.add_listener(NOTIFY_CHANNEL, heard)
+    yield heard
+    await conn.close()
+
+
+class Recorder(CommitNotifier):
+    """Counts the wake-ups it is asked for and sends none."""
+
+    def __init__(self) -> None:
+        super().__init__("postgresql://unused")
+        self.calls = 0
+
+    def committed(self) -> None:
+        self.calls += 1
+
+
+async def _settle() -> None:
+    await asyncio.sleep(0.3)  # notifications are delivered asynchronously
+
+
+async def test_final_append_with_view_write_is_one_statement_and_atomic(
+    pool: asyncpg.Pool, listener: Listener, url: str
+) -> None:
+    notifier = CommitNotifier(url)
+    store = EventStore(pool, "/t", notifier)
+    async with pool.acquire() as raw:
+        async with CommandConnection(raw, notifier) as conn:
+            stored = await store.append(
+                conn,
+                "s-1",
+                "t",
+                0,
+                [ev(1)],
+                Metadata(),
+                also=[Write(UPSERT, ("s-1", 1))],
+                final=True,
+            )
+            assert not conn.in_transaction  # ran alone: no BEGIN/COMMIT
+            with pytest.raises(RuntimeError, match="final"):
+                await conn.execute("SELECT 1")
+        assert await raw.fetchval("SELECT version FROM view_rows WHERE id = 's-1'") == 1
+    assert stored[0].version == 1
+    await asyncio.wait_for(listener.event.wait(), 5)  # woken after commit, by the notifier
+    await notifier.close()
+
+
+async def test_failed_final_append_writes_nothing(pool: asyncpg.Pool) -> None:
+    store = EventStore(pool, "/t")
+    async with pool.acquire() as raw:
+        await store.append(raw, "s-2", "t", 0, [ev(1)])
+        with pytest.raises(ConcurrencyError):
+            async with CommandConnection(raw) as conn:
+                await store.append(
+                    conn, "s-2", "t", 0, [ev(2)], also=[Write(UPSERT, ("s-2", 9))], final=True
+                )
+        assert await raw.fetchval("SELECT count(*) FROM view_rows WHERE id = 's-2'") == 0
+        assert await raw.fetchval("SELECT count(*) FROM events WHERE stream_id = 's-2'") == 1
+
+
+async def test_stale_version_rolls_the_view_write_back(pool: asyncpg.Pool) -> None:
+    """Version 5 of a stream at 1 inserts no event and raises nothing in SQL: the append runs
+    in a transaction so its writes roll back with the ConcurrencyError."""
+    store = EventStore(pool, "/t")
+    async with pool.acquire() as raw:
+        await store.append(raw, "s-3", "t", 0, [ev(1)])
+        with pytest.raises(ConcurrencyError):
+            async with CommandConnection(raw) as conn:
+                await store.append(
+                    conn, "s-3", "t", 5, [ev(2)], also=[Write(UPSERT, ("s-3", 6))], final=True
+                )
+        assert await raw.fetchval("SELECT count(*) FROM view_rows WHERE id = 's-3'") == 0
+        with pytest.raises(ValueError, match="transaction"):  # a plain conn outside a transaction
+            await store.append(raw, "s-3", "t", 1, [ev(3)], also=[Write(UPSERT, ("s-3", 2))])
+
+
+async def test_statements_before_the_final_one_share_its_transaction(pool: asyncpg.Pool) -> None:
+    store = EventStore(pool, "/t")
+
+    async def command(conn: CommandConnection) -> None:
+        await conn.execute("INSERT INTO view_rows VALUES ('before', 1)")
+        assert conn.in_transaction
+        async with conn.transaction():  # a savepoint inside it
+            await conn.execute("INSERT INTO view_rows VALUES ('savepoint', 1)")
+        await store.append(conn, "s-4", "t", 0, [ev(1)])
+        await store.append(conn, "s-4", "t", 0, [ev(2)], final=True)  # conflicts
+
+    async with pool.acquire() as raw:
+        with pytest.raises(ConcurrencyError):
+            async with CommandConnection(raw) as conn:
+                await command(conn)
+        # everything rolled back together
+        assert await raw.fetchval("SELECT count(*) FROM view_rows") == 0
+        assert await raw.fetchval("SELECT count(*) FROM events WHERE stream_id = 's-4'") == 0
+        async with CommandConnection(raw) as conn:
+            await conn.execute("INSERT INTO view_rows VALUES ('kept', 1)")
+            await store.append(conn, "s-5", "t", 0, [ev(1)], final=True)
+        assert await raw.fetchval("SELECT count(*) FROM view_rows WHERE id = 'kept'") == 1
+
+
+async def test_the_trigger_still_notifies_other_writers_and_defers_for_commands(
+    pool: asyncpg.Pool, listener: Listener
+) -> None:
+    store = EventStore(pool, "/t")
+    async with pool.acquire() as raw, raw.transaction():  # a consumer, an import: it notifies
+        await store.append(raw, "s-6", "t", 0, [ev(1)])
+    await asyncio.wait_for(listener.event.wait(), 5)
+    listener.event.clear()
+    seen = listener.count
+    recorder = Recorder()
+    async with pool.acquire() as raw, CommandConnection(raw, recorder) as conn:
+        await store.append(conn, "s-7", "t", 0, [ev(1)], final=True)
+        assert recorder.calls == 0  # not before the commit
+    assert recorder.calls == 1  # the wake-up is the notifier's, after commit
+    await _settle()
+    assert listener.count == seen  # and the trigger kept quiet for the command
+
+
+async def test_notifier_folds_a_burst_into_few_notifications(url: str, listener: Listener) -> None:
+    notifier = CommitNotifier(url, interval=0.05)
+    for _ in range(50):
+        notifier.committed()
+        await asyncio.sleep(0)
+    await notifier.close()
+    await _settle()
+    assert 1 <= listener.count <= 3
+
+
+async def test_released_command_connections_keep_a_clean_session(pool: asyncpg.Pool) -> None:
+    """The pool skips its reset query only for what a command vouches for; others are reset."""
+    async with pool.acquire() as raw:
+        await raw.execute("SET application_name = 'dirty'")
+    async with pool.acquire() as raw:
+        assert await raw.fetchval("SHOW application_name") != "dirty"
