@@ -401,18 +401,7 @@ def _set(row: dict[str, Any], at: datetime, **values: Any) -> None:
 
 
 def _visit_touchpoint(v: dict[str, Any]) -> tuple[Any, ...]:
-    data = {
-        "visit_id": v["visit_id"],
-        "visitor_id": v["visitor_id"],
-        "started_at": v["started_at"].isoformat(),
-        "ended_at": v["ended_at"].isoformat(),
-        "pages": v["pages"],
-        "products": v["products"],
-        "searches": v["searches"],
-        "carts": v["carts"],
-        "categories": list(v["categories"]),
-        "last_url": v["last_url"],
-    }
+    data = vi.touchpoint_data(v)
     return (
         vi.touchpoint_id(v["visit_id"]), v["customer_id"], v["started_at"], "marketing",
         vi.VISIT_TYPE, vi.summary(v), f"visit-{v['visit_id']}", 1, None, json.dumps(data),

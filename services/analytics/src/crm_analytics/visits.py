@@ -129,12 +129,10 @@ async def identify(conn: Conn, event: CloudEvent) -> None:
         await write_touchpoint(conn, r["visit_id"])
 
 
-async def write_touchpoint(conn: Conn, visit_id: str) -> None:
-    v = await conn.fetchrow("SELECT * FROM web_visits WHERE visit_id = $1", visit_id)
-    if v is None or v["customer_id"] is None:
-        return
-    data = {
-        "visit_id": visit_id,
+def touchpoint_data(v: Any) -> dict[str, Any]:
+    """A visit's timeline entry data (``v``: a ``web_visits`` row, as a Record or a dict)."""
+    return {
+        "visit_id": v["visit_id"],
         "visitor_id": v["visitor_id"],
         "started_at": v["started_at"].isoformat(),
         "ended_at": v["ended_at"].isoformat(),
@@ -145,6 +143,13 @@ async def write_touchpoint(conn: Conn, visit_id: str) -> None:
         "categories": list(v["categories"]),
         "last_url": v["last_url"],
     }
+
+
+async def write_touchpoint(conn: Conn, visit_id: str) -> None:
+    v = await conn.fetchrow("SELECT * FROM web_visits WHERE visit_id = $1", visit_id)
+    if v is None or v["customer_id"] is None:
+        return
+    data = touchpoint_data(v)
     await conn.execute(
         """
         INSERT INTO timeline (event_id, customer_id, occurred_at, context, event_type, summary,
