@@ -244,19 +244,7 @@ class KafkaSource:
             def keep(got: dict[TopicPartition, list[Any]]) -> None:
                 for tp, msgs in got.items():
                     held[0] += len(msgs)
-                    buffered[tp].append(
-                        [
-                            ConsumedRecord(
-                                m.topic,
-                                m.partition,
-                                m.offset,
-                                m.key,
-                                m.value,
-                                list(m.headers or []),
-                            )
-                            for m in msgs
-                        ]
-                    )
+                    buffered[tp].append([ConsumedRecord.of(m) for m in msgs])
 
             async def pages(tp: TopicPartition) -> AsyncIterator[list[ConsumedRecord]]:
                 # The end offset is a lower bound, not the exact end: some brokers (the embedded

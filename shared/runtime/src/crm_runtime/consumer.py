@@ -11,7 +11,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -58,6 +58,13 @@ class ConsumedRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, msg: Any) -> ConsumedRecord:
+        """From an aiokafka ``ConsumerRecord``."""
+        return cls(
+            msg.topic, msg.partition, msg.offset, msg.key, msg.value, list(msg.headers or [])
+        )
 
 
 class Projection(Protocol):
@@ -243,19 +250,7 @@ class KafkaConsumerRunner:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for records in batches.values():
-                    await processor.process_batch(
-                        [
-                            ConsumedRecord(
-                                msg.topic,
-                                msg.partition,
-                                msg.offset,
-                                msg.key,
-                                msg.value,
-                                list(msg.headers or []),
-                            )
-                            for msg in records
-                        ]
-                    )
+                    await processor.process_batch([ConsumedRecord.of(m) for m in records])
                 if batches:
                     await consumer.commit()
         finally:
