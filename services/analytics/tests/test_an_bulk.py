@@ -6,6 +6,7 @@ type nobody knows, and web activity arriving out of order (one event bridging tw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import uuid
@@ -13,8 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import pytest
 from an_helpers import snapshot
 
+from crm_analytics.bulk import BulkState
 from crm_analytics.projections import AnalyticsProcessor, all_projections
 from crm_analytics.rebuild import Progress, rebuild
 from crm_analytics.samples import _example, history
@@ -206,3 +210,41 @@ async def test_the_bulk_fold_leaves_every_table_as_the_worker_does(
     finally:
         await worker.close()
         await rebuilt.close()
+
+
+async def test_a_part_that_fails_leaves_no_marks_and_one_connection_is_enough(
+    fresh_db: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tables are written in parts on connections of their own; the marks are committed
+    only once every part is written (else the worker would skip events whose rows are missing),
+    and the error is the part's own. A pool of one connection writes the parts in turn."""
+    items = records()
+    quiet = Progress(write=io.StringIO().write)
+    wide = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
+    narrow = await db.create_pool(await fresh_db("crm_analytics"), max_size=1)
+    reference = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
+    try:
+        original = BulkState._write_tickets
+
+        async def broken(self: BulkState, conn: Any) -> None:
+            await asyncio.sleep(0.05)  # the other parts and the marks are under way
+            raise asyncpg.DataError("ticket_facts refused")
+
+        monkeypatch.setattr(BulkState, "_write_tickets", broken)
+        with pytest.raises(asyncpg.DataError, match="ticket_facts refused"):
+            await rebuild(wide, ListSource(items), progress=quiet)
+        assert await wide.fetchval("SELECT count(*) FROM applied_events") == 0
+        # the lock is free again, and the next rebuild (the part mended) is whole
+        monkeypatch.setattr(BulkState, "_write_tickets", original)
+        await rebuild(wide, ListSource(items), progress=quiet)
+        await rebuild(narrow, ListSource(items), progress=quiet)
+        await rebuild(reference, ListSource(items), progress=quiet)
+        async with wide.acquire() as a, narrow.acquire() as b, reference.acquire() as c:
+            expected = await snapshot(c)
+            assert await snapshot(a) == expected
+            assert await snapshot(b) == expected
+        assert await narrow.fetchval("SELECT count(*) FROM applied_events") > 0
+    finally:
+        await wide.close()
+        await narrow.close()
+        await reference.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -79,19 +79,23 @@ class BulkState:
 
     def apply(self, name: str, event: CloudEvent, payload: EventPayload, dumped: str) -> None:
         """Apply one fresh event to projection ``name`` (``dumped``: the payload as JSON)."""
-        if name == tl.TimelineProjection.name:
-            self._timeline(event, dumped)
-        elif name == cu.CustomerProfileProjection.name:
-            self._customer(event)
-        elif name == sa.SalesAnalyticsProjection.name:
-            self.arrival += 1
-            self.deal_events.setdefault(str(event.data["deal_id"]), []).append(
-                (event.id, event.time, event.streamversion, self.arrival, event.type, dumped)
-            )
-        elif name == sv.ServiceAnalyticsProjection.name:
-            self._ticket(event)
-        elif name == mk.MarketingAnalyticsProjection.name:
-            self._marketing(event)
+        self.rule(name)(event, dumped)
+
+    def rule(self, name: str) -> Callable[[CloudEvent, str], None]:
+        """Projection ``name``'s rule: ``rule(event, dumped)`` applies one fresh event."""
+        return {
+            tl.TimelineProjection.name: self._timeline,
+            cu.CustomerProfileProjection.name: self._customer,
+            sa.SalesAnalyticsProjection.name: self._deal_event,
+            sv.ServiceAnalyticsProjection.name: self._ticket,
+            mk.MarketingAnalyticsProjection.name: self._marketing,
+        }[name]
+
+    def _deal_event(self, event: CloudEvent, dumped: str) -> None:
+        self.arrival += 1
+        self.deal_events.setdefault(str(event.data["deal_id"]), []).append(
+            (event.id, event.time, event.streamversion, self.arrival, event.type, dumped)
+        )
 
     # timeline, links, visits
 
@@ -183,7 +187,7 @@ class BulkState:
 
     # the customer 360
 
-    def _customer(self, event: CloudEvent) -> None:
+    def _customer(self, event: CloudEvent, dumped: str = "") -> None:
         c = event.subject
         if not c:
             return
@@ -209,7 +213,7 @@ class BulkState:
 
     # service
 
-    def _ticket(self, event: CloudEvent) -> None:
+    def _ticket(self, event: CloudEvent, dumped: str = "") -> None:
         d, at, t = event.data, event.time, event.type
         ticket = d["ticket_id"]
         if t == "crm.service.ticket.opened":
@@ -254,7 +258,7 @@ class BulkState:
 
     # marketing
 
-    def _marketing(self, event: CloudEvent) -> None:
+    def _marketing(self, event: CloudEvent, dumped: str = "") -> None:
         d, at, t = event.data, event.time, event.type
         if t in mk.MESSAGE_STEPS:
             column = mk.MESSAGE_STEPS[t]
@@ -321,32 +325,55 @@ class BulkState:
         rows, self.timeline = self.timeline, []
         return rows
 
-    async def write(self, conn: Conn) -> None:
-        """Write every table (in one transaction: call inside one)."""
+    def parts(self) -> list[Callable[[Conn], Awaitable[None]]]:
+        """What is left to write, in independent parts (each may run on its own connection,
+        concurrently with the others): the timeline's last rows and the visits, the 360, the
+        deals' history, the tickets, the marketing facts."""
+        parts: list[Callable[[Conn], Awaitable[None]]] = []
         if tl.TimelineProjection.name in self.projections:
             for v in self.visits.values():
                 if v["customer_id"] is not None:
                     self.timeline.append(_visit_touchpoint(v))
-            await copy_timeline(conn, self.take_timeline(0))
-            await _copy(conn, "customer_links",
-                        ("link_id", "alias_id", "customer_id", "reason", "linked_at"),
-                        self.links.values())  # fmt: skip
-            await _copy_dicts(conn, "web_visits", self.visits.values())
+            parts += [self._write_timeline, self._write_visits]
         if cu.CustomerProfileProjection.name in self.projections:
-            await _copy_dicts(conn, "customers", self.customers.values())
-            await _copy_dicts(conn, "customer_deals", self.deals.values())
-            await _copy_dicts(conn, "customer_invoices", self.invoices.values())
+            parts.append(self._write_customers)
         if sa.SalesAnalyticsProjection.name in self.projections:
-            await self._write_deals(conn)
+            parts.append(self._write_deals)
         if sv.ServiceAnalyticsProjection.name in self.projections:
-            await _copy_dicts(conn, "ticket_facts", self.tickets.values())
-            await _copy(conn, "ticket_breaches",
-                        ("ticket_id", "target", "episode", "breached_at"),
-                        ((*k, at) for k, at in self.breaches.items()))  # fmt: skip
+            parts.append(self._write_tickets)
         if mk.MarketingAnalyticsProjection.name in self.projections:
-            await _copy_dicts(conn, "message_facts", self.messages.values())
-            await _copy_dicts(conn, "lead_facts", self.leads.values())
-            await _copy_dicts(conn, "funnel_deals", self.funnel.values())
+            parts.append(self._write_marketing)
+        return parts
+
+    async def write(self, conn: Conn) -> None:
+        """Write every table, part after part on one connection."""
+        for part in self.parts():
+            await part(conn)
+
+    async def _write_timeline(self, conn: Conn) -> None:
+        await copy_timeline(conn, self.take_timeline(0))
+
+    async def _write_visits(self, conn: Conn) -> None:
+        await _copy(conn, "customer_links",
+                    ("link_id", "alias_id", "customer_id", "reason", "linked_at"),
+                    self.links.values())  # fmt: skip
+        await _copy_dicts(conn, "web_visits", self.visits.values())
+
+    async def _write_customers(self, conn: Conn) -> None:
+        await _copy_dicts(conn, "customers", self.customers.values())
+        await _copy_dicts(conn, "customer_deals", self.deals.values())
+        await _copy_dicts(conn, "customer_invoices", self.invoices.values())
+
+    async def _write_tickets(self, conn: Conn) -> None:
+        await _copy_dicts(conn, "ticket_facts", self.tickets.values())
+        await _copy(conn, "ticket_breaches",
+                    ("ticket_id", "target", "episode", "breached_at"),
+                    ((*k, at) for k, at in self.breaches.items()))  # fmt: skip
+
+    async def _write_marketing(self, conn: Conn) -> None:
+        await _copy_dicts(conn, "message_facts", self.messages.values())
+        await _copy_dicts(conn, "lead_facts", self.leads.values())
+        await _copy_dicts(conn, "funnel_deals", self.funnel.values())
 
     async def _write_deals(self, conn: Conn) -> None:
         """``deal_events`` as kept, and ``deal_versions`` folded from them in order."""

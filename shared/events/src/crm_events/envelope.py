@@ -9,6 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -106,9 +107,9 @@ class CloudEvent(BaseModel):
             raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
         if value is None:
             raise EnvelopeError("record has no value")
-        try:  # JSON on the wire is UTF-8 (RFC 8259)
-            body = json.loads(value.decode() if isinstance(value, bytes) else value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        try:  # JSON on the wire is UTF-8 (RFC 8259); pydantic-core's parser (Rust) checks both
+            body = from_json(value)  # and refuses lone surrogates (no text column takes them)
+        except ValueError as exc:
             raise EnvelopeError(f"value is not JSON: {exc}") from exc
         # Structured mode; some SDKs label it plain application/json, so also recognise the body.
         if content_type.startswith(STRUCTURED_CONTENT_TYPE) or (
@@ -127,11 +128,13 @@ class CloudEvent(BaseModel):
             raise EnvelopeError("event data is not a JSON object")
         attrs.pop("partitionkey", None)
         try:
-            return cls.model_validate(attrs)
+            # cls.model_validate, without its Python wrapper for the class itself
+            return _validate(attrs) if cls is CloudEvent else cls.model_validate(attrs)
         except ValidationError as exc:
             raise EnvelopeError(f"invalid CloudEvent attributes: {_summarise(exc)}") from exc
 
 
+_validate = CloudEvent.__pydantic_validator__.validate_python
 _HEADER_ATTRS: dict[str, str | bool] = {}  # header name as sent -> what it carries
 
 

@@ -54,6 +54,8 @@ class EventRegistry:
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._public: dict[str, bool] = {}
         self._by_model: dict[type[EventPayload], tuple[str, int]] = {}
+        # type -> (current version, its model): the decoder's fast path
+        self._current: dict[str, tuple[int, type[EventPayload]]] = {}
 
     def register(
         self, type_: str, version: int, model: type[EventPayload], *, public: bool = False
@@ -62,6 +64,8 @@ class EventRegistry:
         if version in versions and versions[version] is not model:
             raise ValueError(f"{type_} v{version} is already registered")
         versions[version] = model
+        current = max(versions)
+        self._current[type_] = (current, versions[current])
         self._public[type_] = self._public.get(type_, False) or public
         self._by_model[model] = (type_, version)
 
@@ -111,9 +115,14 @@ class EventRegistry:
 
     def decode(self, type_: str, version: int, data: dict[str, Any]) -> EventPayload:
         """Upcast then validate a stored or received payload into its current model."""
-        version, data = self.upcast(type_, version, data)
+        current = self._current.get(type_)
+        if current is not None and current[0] == version:  # the usual case: nothing to upcast
+            model = current[1]
+        else:
+            version, data = self.upcast(type_, version, data)
+            model = self.model(type_, version)
         try:
-            return self.model(type_, version).model_validate(data)
+            return model.model_validate(data)
         except ValidationError as exc:
             reasons = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
