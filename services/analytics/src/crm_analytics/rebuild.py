@@ -613,9 +613,10 @@ def main(args: argparse.Namespace) -> int:
                     await client.aclose()
             await ctx.close()
         applied = {n: o.get(Outcome.APPLIED.value, 0) for n, o in result.outcomes.items()}
+        spent = ", ".join(f"{name} {s:.1f} s" for name, s in result.phases.items())
         print(
             f"crm analytics rebuild: {result.records:,} records from {result.source} in "
-            f"{result.seconds:.1f} s; applied per projection: {applied}",
+            f"{result.seconds:.1f} s ({spent or 'per batch'}); applied per projection: {applied}",
             file=sys.stderr,
         )
         return 0
