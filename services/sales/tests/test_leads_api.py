@@ -229,3 +229,28 @@ async def test_duplicate_lead_or_known_contact_is_a_409_naming_it(
     known = await client.post("/leads", json={**LEAD, "email": "grace@example.com"}, headers=h)
     assert known.status_code == 409 and known.json()["existing_id"] == contact["id"]
     assert (await client.post("/leads", json=LEAD, headers=h)).status_code == 201
+
+
+async def test_capture_runs_without_fastapis_dependency_solver(
+    client: httpx.AsyncClient, token: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /leads takes CommandRoute's straight-line handler; reads keep FastAPI's way."""
+    from fastapi import routing as fastapi_routing
+
+    solved: list[str] = []
+    original = fastapi_routing.solve_dependencies
+
+    async def counting(**kwargs: Any) -> Any:
+        solved.append(kwargs["request"].method)
+        return await original(**kwargs)
+
+    monkeypatch.setattr(fastapi_routing, "solve_dependencies", counting)
+    h = {**auth(token("sales_rep", user="rep-1")), "Idempotency-Key": "capture-1"}
+    first = await client.post("/leads", json=LEAD, headers=h)
+    assert first.status_code == 201, first.text
+    assert first.json()["owner_id"] == "rep-1"
+    again = await client.post("/leads", json=LEAD, headers=h)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert (await client.get("/leads", headers=h)).status_code == 200
+    assert solved == ["GET"]

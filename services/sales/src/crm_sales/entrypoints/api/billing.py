@@ -28,6 +28,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.routing import CommandRoute
 from crm_runtime.mail import Mailer
 from crm_runtime.repository import Repository
 from crm_sales import access
@@ -77,9 +78,9 @@ from crm_sales.entrypoints.api.common import (
 )
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
-products_router = APIRouter(prefix="/products", tags=["products"])
-quotes_router = APIRouter(prefix="/quotes", tags=["quotes"])
-invoices_router = APIRouter(prefix="/invoices", tags=["invoices"])
+products_router = APIRouter(prefix="/products", tags=["products"], route_class=CommandRoute)
+quotes_router = APIRouter(prefix="/quotes", tags=["quotes"], route_class=CommandRoute)
+invoices_router = APIRouter(prefix="/invoices", tags=["invoices"], route_class=CommandRoute)
 
 AsOf = Annotated[
     datetime | None, Query(description="ISO 8601 time with zone: the record as it was then")

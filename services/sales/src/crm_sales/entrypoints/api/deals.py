@@ -21,6 +21,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.routing import CommandRoute
 from crm_sales import access
 from crm_sales.adapters import deal_view, listing
 from crm_sales.application.deals import DealHandlers, LineRequest
@@ -53,9 +54,11 @@ from crm_sales.entrypoints.api.schemas import (
     StageSpanOut,
 )
 
-deals_router = APIRouter(prefix="/deals", tags=["deals"])
-pipelines_router = APIRouter(prefix="/pipelines", tags=["pipelines"])
-rates_router = APIRouter(prefix="/exchange-rates", tags=["exchange rates"])
+deals_router = APIRouter(prefix="/deals", tags=["deals"], route_class=CommandRoute)
+pipelines_router = APIRouter(prefix="/pipelines", tags=["pipelines"], route_class=CommandRoute)
+rates_router = APIRouter(
+    prefix="/exchange-rates", tags=["exchange rates"], route_class=CommandRoute
+)
 
 
 def _handlers(ctx: Any) -> DealHandlers:

@@ -25,6 +25,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.routing import CommandRoute
 from crm_runtime.repository import Repository
 from crm_sales import access
 from crm_sales.adapters import listing
@@ -59,8 +60,8 @@ from crm_sales.entrypoints.api.schemas import (
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"description": "a duplicate (names the existing record) or a merged record"}
 }
-contacts_router = APIRouter(prefix="/contacts", tags=["contacts"])
-accounts_router = APIRouter(prefix="/accounts", tags=["accounts"])
+contacts_router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=CommandRoute)
+accounts_router = APIRouter(prefix="/accounts", tags=["accounts"], route_class=CommandRoute)
 
 
 def contact_out(c: Contact) -> dict[str, Any]:
@@ -381,7 +382,7 @@ _party_routes(
 
 # --- custom field definitions ---------------------------------------------------------------
 
-fields_router = APIRouter(prefix="/custom-fields", tags=["custom fields"])
+fields_router = APIRouter(prefix="/custom-fields", tags=["custom fields"], route_class=CommandRoute)
 
 
 class FieldIn(BaseModel):

@@ -21,6 +21,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.routing import CommandRoute
 from crm_sales import access
 from crm_sales.adapters import lead_view
 from crm_sales.application.deals import DealHandlers
@@ -47,7 +48,7 @@ from crm_sales.entrypoints.api.schemas import (
     LeadSummary,
 )
 
-router = APIRouter(prefix="/leads", tags=["leads"])
+router = APIRouter(prefix="/leads", tags=["leads"], route_class=CommandRoute)
 
 SalesUser = Annotated[Principal, Depends(require("sales_rep", "sales_manager"))]
 IdempotencyKey = Annotated[

@@ -24,6 +24,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.routing import CommandRoute
 from crm_runtime.repository import check_version
 from crm_sales import access
 from crm_sales.adapters import listing
@@ -41,10 +42,12 @@ from crm_sales.entrypoints.api.common import (
 )
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
-reps_router = APIRouter(prefix="/reps", tags=["reps and assignment"])
-rules_router = APIRouter(prefix="/assignment-rules", tags=["reps and assignment"])
-activities_router = APIRouter(prefix="/activities", tags=["activities"])
-tasks_router = APIRouter(prefix="/tasks", tags=["tasks"])
+reps_router = APIRouter(prefix="/reps", tags=["reps and assignment"], route_class=CommandRoute)
+rules_router = APIRouter(
+    prefix="/assignment-rules", tags=["reps and assignment"], route_class=CommandRoute
+)
+activities_router = APIRouter(prefix="/activities", tags=["activities"], route_class=CommandRoute)
+tasks_router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=CommandRoute)
 
 Label = Annotated[str, Field(min_length=1, max_length=100)]
 
