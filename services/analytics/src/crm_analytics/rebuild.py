@@ -28,6 +28,7 @@ import heapq
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,7 +214,7 @@ class KafkaSource:
     settings: Settings
     topics: list[str]
     page: int = 1000
-    ahead: int = 100_000  # records fetched ahead of the merge, so the broker works meanwhile
+    ahead: int = 100_000  # records held ahead of the merge (spread over the partitions)
     # per partition and fetch: few large fetches (the embedded broker's cost per fetch grows
     # with what it holds: at 1,000,000 events 16 MiB took it from 16 to 7 us of CPU per event)
     fetch_bytes: int = 16 << 20
@@ -238,18 +239,32 @@ class KafkaSource:
             ends = await consumer.end_offsets(partitions)
             self.total = sum(ends.values())
 
-            # One fetch serves every partition: a stream that runs dry asks for more of all
-            # of them (asking per partition would wait a round trip per page).
-            buffered: dict[TopicPartition, list[list[ConsumedRecord]]] = {
-                tp: [] for tp in partitions
+            # The consumer fetches in the background, one request at a time, for the partitions
+            # whose fetched records were all taken; the broker answers with some of them. So
+            # every fetched record is taken at once, whole (a paused partition's records left in
+            # the consumer would be dropped and fetched again: past the end offset, lost), in
+            # pages (each page taken is a chance to take more), and a partition that holds
+            # enough is paused, so that the requests ask for the partitions about to run dry (a
+            # dry one waits for a round trip).
+            buffered: dict[TopicPartition, deque[list[ConsumedRecord]]] = {
+                tp: deque() for tp in partitions
             }
-
-            held = [0]  # records in ``buffered``
+            held = dict.fromkeys(partitions, 0)  # records in ``buffered``, by partition
+            enough = max(self.page, self.ahead // max(len(partitions), 1))
 
             def keep(got: dict[TopicPartition, list[Any]]) -> None:
+                size = self.page
                 for tp, msgs in got.items():
-                    held[0] += len(msgs)
-                    buffered[tp].append([ConsumedRecord.of(m) for m in msgs])
+                    pages = buffered[tp]
+                    for i in range(0, len(msgs), size):
+                        pages.append([ConsumedRecord.of(m) for m in msgs[i : i + size]])
+                    held[tp] += len(msgs)
+                    if held[tp] >= enough:
+                        consumer.pause(tp)
+
+            async def take(tp: TopicPartition, timeout_ms: int) -> None:
+                consumer.resume(tp)
+                keep(await consumer.getmany(timeout_ms=timeout_ms))
 
             async def pages(tp: TopicPartition) -> AsyncIterator[list[ConsumedRecord]]:
                 # The end offset is a lower bound, not the exact end: some brokers (the embedded
@@ -258,14 +273,16 @@ class KafkaSource:
                 # already fetched (anything newer is applied too; the worker dedupes it later).
                 while True:
                     if buffered[tp]:
-                        page = buffered[tp].pop(0)
-                        held[0] -= len(page)
-                        if held[0] < self.ahead:  # take what arrived: the next fetch starts
-                            keep(await consumer.getmany(timeout_ms=0, max_records=self.ahead))
+                        page = buffered[tp].popleft()
+                        held[tp] -= len(page)
+                        if held[tp] < enough:
+                            consumer.resume(tp)
+                        keep(await consumer.getmany(timeout_ms=0))
                         yield page
                     elif await consumer.position(tp) < ends[tp]:
-                        keep(await consumer.getmany(timeout_ms=1000, max_records=50 * self.page))
+                        await take(tp, 1000)
                     else:  # past the end offset: only what the last fetch brought along
+                        consumer.resume(tp)
                         rest = (await consumer.getmany(tp, timeout_ms=0)).get(tp)
                         if not rest:
                             return
