@@ -66,9 +66,13 @@ def compose_rendered(
     links = LinkTable(keep=lambda url: not tracker.is_ours(url))
     html, text = rendered.html, rendered.text or ""
     if track:
+        clicks: dict[int, str] = {}  # a link in both parts is signed once
 
         def click(index: int) -> str:
-            return tracker.url("c", message_id, index)
+            url = clicks.get(index)
+            if url is None:
+                url = clicks[index] = tracker.url("c", message_id, index)
+            return url
 
         if html is not None:
             html = add_pixel(rewrite_html(html, links, click), tracker.url("o", message_id))
