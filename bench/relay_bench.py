@@ -24,7 +24,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.common import Figure, median, percentile
-from crm_runtime import db
+from crm_runtime import db, heap
 from crm_runtime import kafka as kafka_clients
 from crm_runtime.eventstore import Checkpoint, EventStore, Metadata, NewEvent, StreamAppend
 from crm_runtime.relay import OutboxRelay
@@ -147,6 +147,7 @@ async def _serve_relay(url: str, bootstrap: str, context: str) -> None:
     assert pool is not None
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    heap.settle()  # as `crm relay` does once started
     try:
         await OutboxRelay(pool, EventStore(pool, "/crm/bench"), settings, context).run(stop)
     finally:

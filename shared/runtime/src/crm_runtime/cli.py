@@ -60,6 +60,7 @@ async def _serve_until_signal(main: object) -> None:
 
 
 def _cmd_relay(args: argparse.Namespace) -> int:
+    from crm_runtime import heap
     from crm_runtime.context import open_context
     from crm_runtime.logs import configure_logging
     from crm_runtime.relay import OutboxRelay
@@ -71,6 +72,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         ctx = await open_context(settings, [spec.migrations], pool_size=4)
+        heap.settle()
         try:
             await OutboxRelay(ctx.pool, ctx.store, settings, spec.context).run(stop)
         finally:

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_runtime import kafka
+from crm_runtime import heap, kafka
 from crm_runtime.context import ServiceContext, database_url, open_context
 from crm_runtime.eventstore import Checkpoint
 from crm_runtime.http import problems
@@ -185,6 +185,7 @@ def create_service_app(
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run(ctx, stop)) for run in background or []]
         log.info("service started", extra={"port": settings.port})
+        heap.settle()
         try:
             yield
         finally:
