@@ -29,7 +29,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -394,9 +394,10 @@ async def rebuild(
                 progress.total = source.total
                 batches = merge_by_time(streams, batch_size)
                 if bulk:
-                    count = await _bulk(
-                        pool, lock, projections, batches, outcomes, progress, phases
-                    )
+                    with _collector_off():
+                        count = await _bulk(
+                            pool, lock, projections, batches, outcomes, progress, phases
+                        )
                 else:  # a projection without bulk rules: the worker's way, batch by batch
                     processor = AnalyticsProcessor(pool, projections, letters)
                     async for batch in batches:
@@ -422,6 +423,20 @@ async def _write_part(pool: asyncpg.Pool, part: Callable[[Conn], Awaitable[None]
         await part(conn)
 
 
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """The cyclic garbage collector off: the fold keeps millions of objects alive and makes no
+    garbage cycles worth a collection, so the collector would only walk them again and again,
+    during the fold and while the tables are written (a third of the time at 1,000,000 events)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 async def _bulk(
     pool: asyncpg.Pool,
     conn: Conn,
@@ -435,27 +450,6 @@ async def _bulk(
     timeline out in chunks (on the lock's connection), then write the other tables in parts on
     connections of their own, at once, and the processed-event marks in a transaction that
     commits only when every part is written (see ``crm_analytics.bulk``)."""
-    # The fold keeps millions of objects alive and makes no garbage cycles worth a collection:
-    # the cyclic collector would only walk them again and again, during the fold and while the
-    # tables are written (a third of the time at 1,000,000 events). Off until the end.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return await _fold_and_write(pool, conn, projections, batches, outcomes, progress, phases)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-async def _fold_and_write(
-    pool: asyncpg.Pool,
-    conn: Conn,
-    projections: list[Projection],
-    batches: AsyncIterator[list[ConsumedRecord]],
-    outcomes: dict[str, dict[str, int]],
-    progress: Progress,
-    phases: dict[str, float],
-) -> int:
     state = bulk_rules.BulkState(p.name for p in projections)
     seen: set[int] = set()  # event ids (as numbers)
     applied: list[UUID] = []
