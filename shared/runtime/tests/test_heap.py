@@ -1,4 +1,4 @@
-"""heap.settle: startup's survivors leave the collector's sight; later garbage is still collected."""
+"""heap.settle: startup's survivors leave the collector's sight; later cycles are collected."""
 
 from __future__ import annotations
 
