@@ -28,7 +28,7 @@ from crm_analytics import sales as sa
 from crm_analytics import service as sv
 from crm_analytics import timeline as tl
 from crm_analytics import visits as vi
-from crm_events import CloudEvent, EventPayload
+from crm_events import CloudEvent
 from crm_runtime.db import Conn
 
 KNOWN = frozenset(
@@ -76,10 +76,6 @@ class BulkState:
         self.funnel: dict[str, dict[str, Any]] = {}
 
     # --- applying ------------------------------------------------------------------------
-
-    def apply(self, name: str, event: CloudEvent, payload: EventPayload, dumped: str) -> None:
-        """Apply one fresh event to projection ``name`` (``dumped``: the payload as JSON)."""
-        self.rule(name)(event, dumped)
 
     def rule(self, name: str) -> Callable[[CloudEvent, str], None]:
         """Projection ``name``'s rule: ``rule(event, dumped)`` applies one fresh event."""
