@@ -97,7 +97,7 @@ async def test_final_append_with_view_write_is_one_statement_and_atomic(
                 also=[Write(UPSERT, ("s-1", 1))],
                 final=True,
             )
-            assert not conn.in_transaction  # ran alone: no BEGIN/COMMIT
+            assert not conn.is_in_transaction()  # ran alone: no BEGIN/COMMIT
             with pytest.raises(RuntimeError, match="final"):
                 await conn.execute("SELECT 1")
         assert await raw.fetchval("SELECT version FROM view_rows WHERE id = 's-1'") == 1
@@ -140,7 +140,7 @@ async def test_statements_before_the_final_one_share_its_transaction(pool: async
 
     async def command(conn: CommandConnection) -> None:
         await conn.execute("INSERT INTO view_rows VALUES ('before', 1)")
-        assert conn.in_transaction
+        assert conn.is_in_transaction()
         async with conn.transaction():  # a savepoint inside it
             await conn.execute("INSERT INTO view_rows VALUES ('savepoint', 1)")
         await store.append(conn, "s-4", "t", 0, [ev(1)])

@@ -183,7 +183,7 @@ class BulkState:
 
     # the customer 360
 
-    def _customer(self, event: CloudEvent, dumped: str = "") -> None:
+    def _customer(self, event: CloudEvent, dumped: str) -> None:
         c = event.subject
         if not c:
             return
@@ -209,7 +209,7 @@ class BulkState:
 
     # service
 
-    def _ticket(self, event: CloudEvent, dumped: str = "") -> None:
+    def _ticket(self, event: CloudEvent, dumped: str) -> None:
         d, at, t = event.data, event.time, event.type
         ticket = d["ticket_id"]
         if t == "crm.service.ticket.opened":
@@ -254,7 +254,7 @@ class BulkState:
 
     # marketing
 
-    def _marketing(self, event: CloudEvent, dumped: str = "") -> None:
+    def _marketing(self, event: CloudEvent, dumped: str) -> None:
         d, at, t = event.data, event.time, event.type
         if t in mk.MESSAGE_STEPS:
             column = mk.MESSAGE_STEPS[t]

@@ -515,10 +515,9 @@ async def _bulk(
             clock = now
             await asyncio.sleep(0)  # the fetcher and the timeline's COPY get their turn
             rows = state.take_timeline()
-            if rows:  # written by another connection while the fold goes on
+            if rows:  # written while the fold goes on, on the lock's connection (idle meanwhile)
                 if writing is not None:
                     await writing
-                # the lock's connection has nothing else to do meanwhile
                 writing = asyncio.create_task(bulk_rules.copy_timeline(conn, rows))
     except BaseException:
         if writing is not None:
@@ -539,7 +538,7 @@ async def _bulk(
                 o[Outcome.IGNORED.value] = o.get(Outcome.IGNORED.value, 0) + n
     parts = state.parts()
 
-    async def marks() -> None:  # with the key built after the rows (far faster row by row)
+    async def marks() -> None:  # the key built after the rows (far faster than row by row)
         await conn.execute("ALTER TABLE applied_events DROP CONSTRAINT applied_events_pkey")
         await conn.copy_records_to_table(
             "applied_events", records=[(i,) for i in applied], columns=("event_id",)

@@ -127,10 +127,6 @@ class CommandConnection:
         """The underlying connection (no transaction is begun by touching it)."""
         return self._conn
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._tx is not None
-
     async def __aenter__(self) -> CommandConnection:
         return self
 
@@ -219,10 +215,13 @@ class _Savepoint:
         self.kwargs = kwargs
         self._tx: Transaction | None = None
 
-    async def start(self) -> None:
+    async def _savepoint(self) -> Transaction:
         await self.owner.begin()
         self._tx = self.owner.connection.transaction(**self.kwargs)
-        await self._tx.start()
+        return self._tx
+
+    async def start(self) -> None:
+        await (await self._savepoint()).start()
 
     async def commit(self) -> None:
         assert self._tx is not None
@@ -233,9 +232,7 @@ class _Savepoint:
         await self._tx.rollback()
 
     async def __aenter__(self) -> None:
-        await self.owner.begin()
-        self._tx = self.owner.connection.transaction(**self.kwargs)
-        await self._tx.__aenter__()
+        await (await self._savepoint()).__aenter__()
 
     async def __aexit__(
         self,
