@@ -11,14 +11,16 @@ claims in batches with ``FOR UPDATE SKIP LOCKED`` under the frequency-cap lock (
 while the current one is sent), renders the template per recipient, rewrites links and adds the
 open pixel, builds the MIME message, sends it over one reused SMTP connection held by the
 sender's SMTP worker process (``delivery.smtp_worker``: the same aiosmtplib ``sendmail`` per
-message, fed over a pipe, so composing and recording overlap the SMTP round trips), and records
-each message as sent with its event (group commits: one transaction for what was answered
-within 0.2 s). The timed span is from the campaign start (materialising the recipients) to the
-last message recorded. The worker is started in the warm-up round and kept, as the service
-keeps it (the baseline's connection is opened before its timer too). Both sides share the
-machine's two cores with the catcher (and ours with PostgreSQL and the worker).
+message, fed over a pipe, so composing and recording overlap the SMTP round trips; the worker
+runs on uvloop, as the services do), and records each message as sent with its event (group
+commits: one transaction for what was answered within 0.2 s). The timed span is from the
+campaign start (materialising the recipients) to the last message recorded. The worker is
+started in the warm-up round and kept, as the service keeps it (the baseline's connection is
+opened before its timer too). Both sides share the machine's two cores with the catcher (and
+ours with PostgreSQL and the worker).
 Baseline: a plain loop on one aiosmtplib connection sending the very same messages (the bytes
-the catcher received from ours, envelope and all) — no database, no rendering, no building.
+the catcher received from ours, envelope and all) — no database, no rendering, no building —
+on asyncio's default event loop, as a plain script runs.
 Rounds alternate baseline / ours; each round is a new campaign to the same segment.
 Run alone: ``python -m bench run --only campaign [--smoke]``.
 """
@@ -234,7 +236,8 @@ async def run(server_url: str, *, smoke: bool) -> list[Figure]:
                 f"{n:,} recipients per campaign, median of {rounds} after a warm-up; ours from the "
                 "campaign start (recipients materialised) to the last message recorded: claim, "
                 "render, track links, build MIME, send over one connection (from the sender's "
-                "SMTP worker process), record + event each (group commits)"
+                "SMTP worker process, on uvloop; the baseline runs on asyncio's default loop), "
+                "record + event each (group commits)"
             ),
             samples=ours,
             baseline_samples=base,
