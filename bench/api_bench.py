@@ -50,6 +50,16 @@ async def _load(port: int, n: int, headers: dict[str, str]) -> tuple[float, list
         return n / (time.perf_counter() - start), latencies
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> list[Figure]:
     n, rounds = (500, 1) if smoke else (5000, 5)
     await db.ensure_database(server_url, "bench_api_sales")
@@ -90,10 +100,13 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
         await _load(sales_port, n // 5, ours_headers)  # warm-up
         await _load(crud_port, n // 5, {})
         ours, base, ours_lat, base_lat = [], [], [], []
+        cpu: dict[str, list[float]] = {"ours": [], "base": []}  # server CPU µs per request
         for r in range(rounds):
             # Each pair in turn order (baseline first, then ours first): a drift over the run
             # (it shows, for both servers) then favours neither side.
             for side in ("base", "ours") if r % 2 == 0 else ("ours", "base"):
+                server = procs[0] if side == "ours" else procs[1]
+                before = _cpu_seconds(server.pid)
                 if side == "base":
                     rate, lat = await _load(crud_port, n, {})
                     base.append(rate)
@@ -102,6 +115,9 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
                     rate, lat = await _load(sales_port, n, ours_headers)
                     ours.append(rate)
                     ours_lat += lat
+                after = _cpu_seconds(server.pid)
+                if before is not None and after is not None:
+                    cpu[side].append((after - before) * 1e6 / n)
     finally:
         for p in procs:
             p.terminate()
@@ -111,6 +127,12 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
             except subprocess.TimeoutExpired:
                 p.kill()
     note = f"{n} requests per round x {rounds}, {CONCURRENCY} concurrent clients, one worker"
+    if cpu["ours"] and cpu["base"]:
+        note += (
+            f"; server CPU per request (median): ours {median(cpu['ours']):.0f} µs, baseline"
+            f" {median(cpu['base']):.0f} µs (both share two cores with PostgreSQL and the load"
+            " generator)"
+        )
     return [
         Figure(
             name="command API: create lead, throughput",
