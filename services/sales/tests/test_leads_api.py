@@ -79,6 +79,24 @@ async def test_422_names_the_field_and_changes_nothing(
     assert (await client.get("/leads", headers=h)).json()["items"] == []
 
 
+async def test_a_time_out_of_range_is_a_422_naming_it_and_changes_nothing(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    h = auth(token("sales_manager"))
+    lead = (await client.post("/leads", json=LEAD, headers=h)).json()
+    for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        r = await client.get(f"/leads/{lead['id']}", params={"as_of": value}, headers=h)
+        assert r.status_code == 422, r.text
+        assert [(e["field"], e["in"]) for e in r.json()["errors"]] == [("as_of", "query")]
+        assert "out of range" in r.json()["errors"][0]["reason"]
+        task = await client.post("/tasks", json={"title": "Call back", "due_at": value}, headers=h)
+        assert task.status_code == 422, task.text
+        assert [e["field"] for e in task.json()["errors"]] == ["due_at"]
+    assert (await client.get("/tasks", params={"assignee_id": "any"}, headers=h)).json()[
+        "items"
+    ] == []
+
+
 async def test_capture_read_history_and_as_of(
     client: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:

@@ -1,15 +1,21 @@
 """Edge errors as problems: a bug's 500 carries the correlation id it asks to quote; text that
-PostgreSQL cannot store (NUL) is a 422 that changed nothing; 422 titles are RFC 9110's."""
+PostgreSQL cannot store (NUL) is a 422 that changed nothing; so is a time that cannot be shifted
+to UTC (a 422 naming the field where the type says so); 422 titles are RFC 9110's."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
+from pydantic import TypeAdapter, ValidationError
 
 from crm_runtime.http import problems
 from crm_runtime.http.app import CorrelationMiddleware
+from crm_runtime.http.params import RANGE, Instant
 
 
 def make_app(pool: asyncpg.Pool | None = None) -> FastAPI:
@@ -29,7 +35,81 @@ def make_app(pool: asyncpg.Pool | None = None) -> FastAPI:
             await conn.execute("INSERT INTO notes (text) VALUES ($1)", text)
         return {"ok": "yes"}
 
+    @app.get("/as-of")
+    async def as_of(at: Annotated[Instant | None, Query()] = None) -> dict[str, str | None]:
+        return {"at": at.astimezone(UTC).isoformat() if at else None}
+
+    @app.post("/events")
+    async def event(at: datetime) -> dict[str, str]:  # a plain datetime: no check of its own
+        assert pool is not None
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO notes (text) VALUES ('before')")
+            await conn.execute("INSERT INTO stamps (at) VALUES ($1)", at)
+        return {"ok": "yes"}
+
+    @app.get("/wrong-type")
+    async def wrong_type() -> None:  # a bug: a text passed for an integer
+        assert pool is not None
+        await pool.fetchval("SELECT $1::int", "seven")
+
     return app
+
+
+EDGES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"]
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_an_instant_that_cannot_be_shifted_to_utc_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(Instant).validate_python(value)
+    error = caught.value.errors()[0]
+    assert error["type"] == "time_out_of_range"
+    assert error["msg"] == f"is out of range: a time must fall {RANGE}"
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00", "9999-12-31T23:59:59+00:00"]
+)
+def test_an_instant_at_the_ends_of_the_range_is_kept(value: str) -> None:
+    assert TypeAdapter(Instant).validate_python(value) == datetime.fromisoformat(value)
+
+
+async def test_an_out_of_range_time_in_a_query_is_a_422_naming_it() -> None:
+    transport = httpx.ASGITransport(app=make_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        bad = [await c.get("/as-of", params={"at": v}) for v in EDGES]
+        good = await c.get("/as-of", params={"at": "2026-01-01T12:00:00+14:00"})
+    for r in bad:
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [
+            {
+                "field": "at",
+                "in": "query",
+                "reason": f"is out of range: a time must fall {RANGE}",
+            }
+        ]
+    assert good.json() == {"at": "2025-12-31T22:00:00+00:00"}
+
+
+@pytest.mark.integration
+async def test_a_time_that_fails_in_the_driver_is_a_422_and_changes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE notes (text text NOT NULL)")
+        await conn.execute("CREATE TABLE stamps (at timestamptz NOT NULL)")
+    transport = httpx.ASGITransport(app=make_app(pool))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/events", params={"at": EDGES[0]})
+        ok = await c.post("/events", params={"at": "2026-01-01T00:00:00Z"})
+        bug = await c.get("/wrong-type")
+    assert bug.status_code == 500  # a driver error that is no overflow stays a bug
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "out of the range" in r.json()["errors"][0]["reason"]
+    assert ok.status_code == 200
+    assert await pool.fetchval("SELECT count(*) FROM notes") == 1  # only the good request's
+    assert await pool.fetchval("SELECT count(*) FROM stamps") == 1
 
 
 async def test_a_bug_answers_500_with_the_correlation_id_it_asks_for() -> None:

@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
+from crm_runtime.http.params import Instant
+
 
 def _as_of(
     as_of: Annotated[
-        datetime | None,
+        Instant | None,
         Query(description="answer as things stood at this time (from the event history)"),
     ] = None,
 ) -> datetime | None:

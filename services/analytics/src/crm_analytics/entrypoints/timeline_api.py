@@ -20,6 +20,7 @@ from crm_analytics.timeline import customer_ids
 from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 
 router = APIRouter(tags=["timeline"])
 
@@ -54,8 +55,8 @@ async def customer_timeline(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     context: Annotated[list[str] | None, Query(description="sales, marketing, service")] = None,
     type: Annotated[list[str] | None, Query(description="event types to include")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> Page[TimelineEntry]:
     after = decode_cursor(cursor)
     async with ctx.pool.acquire() as conn:

@@ -28,6 +28,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 from crm_runtime.http.ratelimit import limit_per_client
 from crm_runtime.logs import correlation_id
 from crm_service_desk.config import DeskSettings
@@ -74,7 +75,7 @@ IfMatch = Annotated[
     str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
 ]
 AsOf = Annotated[
-    datetime | None, Query(description="ISO 8601 time with zone: the record as it was then")
+    Instant | None, Query(description="ISO 8601 time with zone: the record as it was then")
 ]
 Limit = Annotated[int, Query(ge=1, le=100)]
 LanguageQ = Annotated[

@@ -24,6 +24,12 @@ UNSTORABLE_TEXT = (
     asyncpg.exceptions.CharacterNotInRepertoireError,
     asyncpg.exceptions.UntranslatableCharacterError,
 )
+OUT_OF_RANGE = (
+    OverflowError,  # a time shifted past year 9999, an int beyond int64, ...
+    asyncpg.exceptions.DataError,  # asyncpg could not encode an argument (see _out_of_range)
+    asyncpg.exceptions.DatetimeFieldOverflowError,
+    asyncpg.exceptions.NumericValueOutOfRangeError,
+)
 
 
 def problem(
@@ -99,6 +105,27 @@ def install(app: FastAPI) -> None:
 
     for cls in UNSTORABLE_TEXT:
         app.add_exception_handler(cls, _unstorable)
+
+    async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
+        # A value that reached the database layer or a computation without a check of its own
+        # (times are checked where they come in: crm_runtime.http.params). It is the request's
+        # value that does not fit; any transaction rolled back, so nothing changed. asyncpg
+        # reports a query argument it cannot encode as DataError, caused by the OverflowError;
+        # a DataError for any other reason is a bug (a wrong type passed): the 500.
+        if isinstance(exc, asyncpg.exceptions.DataError) and not isinstance(
+            exc.__cause__, OverflowError
+        ):
+            return unexpected(exc)
+        log.warning("a request value out of range", extra={"error": type(exc).__name__})
+        reason = "holds a date, time or number out of the range that can be stored"
+        return problem(
+            422,
+            f"invalid request: a value {reason}",
+            errors=[{"field": "body", "in": "request", "reason": f"a value {reason}"}],
+        )
+
+    for overflow in OUT_OF_RANGE:
+        app.add_exception_handler(overflow, _out_of_range)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

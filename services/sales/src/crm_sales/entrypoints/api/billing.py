@@ -28,6 +28,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
 from crm_runtime.mail import Mailer
 from crm_runtime.repository import Repository
@@ -83,7 +84,7 @@ quotes_router = APIRouter(prefix="/quotes", tags=["quotes"], route_class=Command
 invoices_router = APIRouter(prefix="/invoices", tags=["invoices"], route_class=CommandRoute)
 
 AsOf = Annotated[
-    datetime | None, Query(description="ISO 8601 time with zone: the record as it was then")
+    Instant | None, Query(description="ISO 8601 time with zone: the record as it was then")
 ]
 Limit = Annotated[int, Query(ge=1, le=200)]
 CLOCK = "billing_clock"  # ctx.extras key: a callable returning the current time (tests)

@@ -21,6 +21,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
 from crm_sales import access
 from crm_sales.adapters import deal_view, listing
@@ -349,7 +350,7 @@ async def get_deal(
     ctx: CtxDep,
     user: SalesUser,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> dict[str, Any]:
     handlers = _handlers(ctx)
     d = await _deal(handlers, deal_id, as_of)

@@ -25,6 +25,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
 from crm_runtime.repository import Repository
 from crm_sales import access
@@ -253,7 +254,7 @@ def _party_routes(
         ctx: CtxDep,
         user: DirectoryReader,
         response: Response,
-        as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+        as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
     ) -> dict[str, Any]:
         record = await load(handlers_of(ctx.store), record_id, as_of)
         access.check_read(user, kind, record.owner_id, record.team_id)

@@ -21,6 +21,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
 from crm_sales import access
 from crm_sales.adapters import lead_view
@@ -151,7 +152,7 @@ async def get_lead(
     ctx: CtxDep,
     user: SalesUser,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> LeadPublic:
     lead = await LeadHandlers(ctx.store).leads.load(lead_id, as_of=as_of)
     _visible(user, lead)

@@ -24,6 +24,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
 from crm_runtime.repository import check_version
 from crm_sales import access
@@ -272,7 +273,7 @@ class ActivityIn(BaseModel):
     kind: Literal["call", "meeting", "email", "note"]
     subject: str = Field(min_length=1, max_length=200)
     body: str | None = Field(default=None, max_length=20_000)
-    occurred_at: datetime | None = Field(default=None, description="defaults to now")
+    occurred_at: Instant | None = Field(default=None, description="defaults to now")
     duration_minutes: int | None = Field(default=None, ge=0, le=24 * 60)
     direction: Literal["inbound", "outbound"] | None = None
     outcome: str | None = Field(default=None, max_length=200)
@@ -386,7 +387,7 @@ class TaskIn(BaseModel):
 
     title: str = Field(min_length=1, max_length=200)
     notes: str | None = Field(default=None, max_length=5000)
-    due_at: datetime | None = None
+    due_at: Instant | None = None
     assignee_id: str | None = Field(default=None, max_length=100, description="default: you")
     priority: Priority = "normal"
     about: AboutIn = Field(default_factory=AboutIn)
@@ -399,7 +400,7 @@ class TaskPatch(BaseModel):
     )
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
-    due_at: datetime | None = None
+    due_at: Instant | None = None
     assignee_id: str | None = Field(default=None, max_length=100)
     priority: Priority | None = None
 
@@ -479,7 +480,7 @@ async def list_tasks(
         default=None, description="default: you; 'any' for all you may see"
     ),
     done: bool | None = None,
-    due_before: datetime | None = None,
+    due_before: Instant | None = None,
     account_id: str | None = None,
     deal_id: str | None = None,
 ) -> Page[dict[str, Any]]:

@@ -23,6 +23,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import routing_view
 from crm_service_desk.application.routing import AgentHandlers, QueueHandlers
@@ -39,7 +40,7 @@ ServiceManager = Annotated[Principal, Depends(require("service_manager"))]
 IfMatch = Annotated[
     str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
 ]
-AsOf = Annotated[datetime | None, Query(description="read the record as it was at this time")]
+AsOf = Annotated[Instant | None, Query(description="read the record as it was at this time")]
 Limit = Annotated[int, Query(ge=1, le=200)]
 ConfigId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 Label = Annotated[str, Field(min_length=1, max_length=100)]

@@ -21,6 +21,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import sla_view
 from crm_service_desk.application import sla
@@ -125,8 +126,8 @@ async def business_time(
     calendar_id: str,
     ctx: CtxDep,
     user: ConfigReader,
-    start: datetime,
-    end: datetime | None = None,
+    start: Instant,
+    end: Instant | None = None,
     add_minutes: Annotated[float | None, Query(ge=0, le=10_000_000)] = None,
 ) -> dict[str, Any]:
     for name, value in (("start", start), ("end", end)):
