@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sd_support import Desk, configure_routing, desk_stack
+from sd_support import ORIGIN, SITE_KEY, Desk, configure_routing, desk_stack
 
 from crm_runtime.settings import Settings
 
@@ -98,6 +99,16 @@ async def test_open_read_list_history_and_patch(sd: Desk) -> None:
     assert (await meg.get("/tickets", params={"cursor": "garbage!"})).status_code == 422
 
 
+async def test_a_time_out_of_range_is_a_422_naming_it(sd: Desk) -> None:
+    meg = sd.user("service_manager", user="meg")
+    t = (await meg.post("/tickets", json=ticket_body())).json()
+    for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        r = await meg.get(f"/tickets/{t['id']}", params={"as_of": value})
+        assert r.status_code == 422, r.text
+        assert [(e["field"], e["in"]) for e in r.json()["errors"]] == [("as_of", "query")]
+        assert "out of range" in r.json()["errors"][0]["reason"]
+
+
 async def test_conversation_mail_notes_and_first_response(sd: Desk) -> None:
     meg = sd.user("service_manager", user="meg")
     t = (await meg.post("/tickets", json=ticket_body())).json()
@@ -153,6 +164,37 @@ async def test_resolve_sends_survey_close_and_409s(sd: Desk) -> None:
     assert len(await sd.mail_to("ada@example.com")) == 1  # and nothing was sent
 
 
+async def test_ticket_mail_has_date_and_message_id(sd: Desk) -> None:
+    """RFC 5322 3.6: every message carries one Date (when it was written, in UTC) and one
+    Message-ID: the acknowledgement of a portal ticket, an agent's reply, the CSAT survey."""
+    before = datetime.now(UTC).replace(microsecond=0)  # a Date has whole seconds
+    form = {"email": "grace@example.com", "subject": "Parcel lost", "message": "SO-77 is late."}
+    r = await sd.client.post(
+        "/portal/tickets", json=form, headers={"X-Site-Key": SITE_KEY, "Origin": ORIGIN}
+    )
+    assert r.status_code == 202, r.text
+    meg = sd.user("service_manager", user="meg")
+    [t] = (await meg.get("/tickets")).json()["items"]
+    assert (await meg.post(f"/tickets/{t['id']}/replies", json={"body": "On it"})).is_success
+    assert (await meg.post(f"/tickets/{t['id']}/resolve", json={})).is_success
+    mails = await sd.mail_to("grace@example.com", count=3)
+    after = datetime.now(UTC)
+    assert len(mails) == 3
+    ids = set()
+    for mail in mails:
+        names = [h.name.lower() for h in mail.headers]
+        assert names.count("date") == 1 and names.count("message-id") == 1, names
+        headers = {h.name.lower(): h.value for h in mail.headers}
+        sent = parsedate_to_datetime(headers["date"])
+        assert sent.utcoffset() == timedelta(0), headers["date"]
+        assert before <= sent <= after, (headers["date"], before, after)
+        assert headers["message-id"].endswith("@desk.example.com>")
+        ids.add(headers["message-id"])
+    assert len(ids) == 3
+    outbox = await sd.ctx.pool.fetch("SELECT purpose FROM ticket_outbox")
+    assert sorted(r["purpose"] for r in outbox) == ["acknowledgement", "reply", "survey"]
+
+
 async def test_product_return_and_merge(sd: Desk) -> None:
     meg = sd.user("service_manager", user="meg")
     ret = (
@@ -206,6 +248,7 @@ async def test_permissions_queues_and_manual_reassignment(sd: Desk) -> None:
     assert (await rep.post("/tickets", json=ticket_body())).status_code == 403
     # unqueued: agents cannot work it
     assert (await ann.post(f"/tickets/{t['id']}/notes", json={"body": "x"})).status_code == 403
+    await configure_routing(sd.ctx, queues=["billing", "tech"], agents={}, rules=[])
     moved = await meg.post(f"/tickets/{t['id']}/assign", json={"queue_id": "billing"})
     assert moved.status_code == 200 and moved.json()["queue_id"] == "billing"
     assert (await ann.post(f"/tickets/{t['id']}/notes", json={"body": "mine"})).status_code == 200
@@ -237,6 +280,55 @@ async def test_permissions_queues_and_manual_reassignment(sd: Desk) -> None:
     assert (await ann.post(f"/tickets/{t['id']}/notes", json={"body": "no"})).status_code == 403
     nobody = await meg.post(f"/tickets/{t['id']}/assign", json={"assignee_id": "ghost"})
     assert nobody.status_code == 422
+    assert [e["field"] for e in nobody.json()["errors"]] == ["assignee_id"]
+
+
+async def test_assign_to_an_unknown_queue_or_agent_is_422_and_changes_nothing(sd: Desk) -> None:
+    await configure_routing(
+        sd.ctx, queues=["billing"], agents={"ann": {"queues": ["billing"]}}, rules=[]
+    )
+    meg = sd.user("service_manager", user="meg")
+    t = (await meg.post("/tickets", json=ticket_body())).json()
+    before = await sd.ctx.store.read_stream(f"ticket-{t['id']}")
+
+    async def refused(body: dict[str, Any], field: str, reason: str) -> None:
+        r = await meg.post(f"/tickets/{t['id']}/assign", json=body)
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        problem = r.json()
+        assert problem["status"] == 422 and problem["errors"] == [
+            {"field": field, "reason": reason}
+        ]
+
+    # as PUT /routing-rules and PUT /agents answer an unknown queue
+    await refused({"queue_id": "nope"}, "queue_id", "queue nope does not exist")
+    await refused(
+        {"queue_id": "nope", "assignee_id": "ann"}, "queue_id", "queue nope does not exist"
+    )
+    # an assignee without an agent profile: the request's field is named
+    await refused(
+        {"assignee_id": "ghost"}, "assignee_id", "ghost has no agent profile in the service desk"
+    )
+    await refused(
+        {"queue_id": "billing", "assignee_id": "ghost"},
+        "assignee_id",
+        "ghost has no agent profile in the service desk",
+    )
+    # nothing changed: the ticket, its events, no routing decision recorded
+    now = (await meg.get(f"/tickets/{t['id']}")).json()
+    assert (now["queue_id"], now["assignee_id"], now["status"], now["version"]) == (
+        None,
+        None,
+        "new",
+        t["version"],
+    )
+    assert len(await sd.ctx.store.read_stream(f"ticket-{t['id']}")) == len(before)
+    assert (await meg.get(f"/routing/tickets/{t['id']}")).status_code == 404
+    # a queue that exists, and then taking it off every queue, still work
+    moved = await meg.post(f"/tickets/{t['id']}/assign", json={"queue_id": "billing"})
+    assert moved.status_code == 200 and moved.json()["queue_id"] == "billing"
+    off = await meg.post(f"/tickets/{t['id']}/assign", json={"queue_id": None})
+    assert off.status_code == 200 and off.json()["queue_id"] is None
 
 
 async def test_routing_on_open(sd: Desk) -> None:
@@ -277,6 +369,7 @@ async def test_operational_views(sd: Desk) -> None:
     a = (await meg.post("/tickets", json=ticket_body(subject="A"))).json()
     b = (await meg.post("/tickets", json=ticket_body(subject="B"))).json()
     c = (await meg.post("/tickets", json=ticket_body(subject="C"))).json()
+    await configure_routing(sd.ctx, queues=["billing"], agents={}, rules=[])
     await meg.post(f"/tickets/{a['id']}/assign", json={"queue_id": "billing"})
     await meg.post(f"/tickets/{c['id']}/replies", json={"body": "?", "wait_on_customer": True})
     await meg.post(f"/tickets/{b['id']}/resolve", json={})
@@ -347,6 +440,10 @@ async def test_mail_is_retried_and_resolved_tickets_close_on_schedule(
             assert (await scheduler.tick())["tickets.mail"] == 0  # sent once
             [mail] = later.store.list()
             assert mail.rcpt_tos == ["ada@example.com"] and f"[#{t['id']}]" in (mail.subject or "")
+            # dated when the reply was written, not when a retry got it out
+            written = await sd.ctx.pool.fetchval("SELECT created_at FROM ticket_outbox")
+            date = {h.name: h.value for h in later.store.get(mail.id).headers}["Date"]
+            assert parsedate_to_datetime(date) == written.replace(microsecond=0)
             await meg.post(f"/tickets/{t['id']}/resolve", json={})
             clock.advance(days=6)
             assert (await scheduler.tick())["tickets.auto_close"] == 0

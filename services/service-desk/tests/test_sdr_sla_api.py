@@ -240,3 +240,48 @@ async def test_sla_job_warns_breaches_once_pauses_and_counts_reopenings(stack: S
             "SELECT DISTINCT subject FROM events WHERE event_type LIKE 'crm.service.sla.%'"
         )
     assert {r["subject"] for r in subjects} == {"c-hi", "c-office"}
+
+
+async def test_due_at_stays_the_deadline_after_a_breach(stack: Stack) -> None:
+    """An urgent ticket with a 1-minute first-response target opened at 10:23:53 was due at
+    10:24:53: the state, the at-risk lists and the view keep that time on every later tick
+    (not the tick's time, which put due_at after breached_at)."""
+    meg = stack.user("service_manager", user="meg")
+    await configure(meg)
+    r = await meg.put(
+        "/sla-policies/urgent",
+        json={"calendar_id": "always", "first_response_minutes": 1, "resolution_minutes": 60},
+    )
+    assert r.status_code == 201, r.text
+    opened = datetime(2030, 1, 7, 10, 23, 53, tzinfo=UTC)
+    due = opened + timedelta(minutes=1)
+    pool = stack.ctx.pool
+    async with pool.acquire() as conn:
+        await insert_ticket(conn, "u1", priority="urgent", created_at=opened, queue_id="emea")
+        await set_status(conn, "u1", "new", opened)
+    clock = ManualClock(opened)
+    scheduler = Scheduler(pool, sla_jobs(stack.ctx), clock)
+    agent = stack.user("service_agent", user="ana")
+
+    for tick, signals in (
+        (datetime(2030, 1, 7, 10, 25, 27, tzinfo=UTC), 1),
+        (due + timedelta(minutes=2), 0),
+    ):
+        clock.current = tick
+        assert (await scheduler.tick())["sla.evaluate"] == signals
+        state = {t["target"]: t for t in (await agent.get("/sla/tickets/u1")).json()["targets"]}[
+            "first_response"
+        ]
+        assert state["status"] == "breached"
+        assert datetime.fromisoformat(state["due_at"]) == due
+        assert datetime.fromisoformat(state["breached_at"]) == datetime(
+            2030, 1, 7, 10, 25, 27, tzinfo=UTC
+        )
+        listed = (await agent.get("/sla/at-risk", params={"include_breached": "true"})).json()
+        assert [(i["target"], datetime.fromisoformat(i["due_at"])) for i in listed["items"]] == [
+            ("first_response", due)
+        ]
+        view = (await agent.get("/views/at-risk")).json()["items"]
+        assert [(i["id"], i["sla_status"], datetime.fromisoformat(i["due_at"])) for i in view] == [
+            ("u1", "breached", due)
+        ]

@@ -92,6 +92,39 @@ def test_business_hours_only_count_working_time() -> None:
     )
 
 
+def test_due_at_of_a_breached_target_is_when_it_ran_over_not_now() -> None:
+    # 1-minute first response opened at 0: due at 1, however late the breach is noticed
+    fresh = TicketTimeline(created_at=at(0), spans=(Span("new", at(0)),))
+    for now in (at(1.5), at(2.5), at(600)):
+        m = by_target(measure(fresh, ALWAYS, now))[("first_response", 1)]
+        assert m.elapsed_minutes > 1
+        assert due_at(m, 1, ALWAYS, now) == at(1)
+    # waiting on the customer before the breach moves the deadline by the pause; a pause after
+    # the breach (paused now) does not
+    waited = TicketTimeline(
+        created_at=at(0),
+        spans=(
+            Span("new", at(0), at(0.5)),
+            Span("waiting_on_customer", at(0.5), at(10)),
+            Span("in_progress", at(10), at(30)),
+            Span("waiting_on_customer", at(30)),
+        ),
+    )
+    m = by_target(measure(waited, ALWAYS, at(40)))[("first_response", 1)]
+    assert m.paused and m.elapsed_minutes == 20.5
+    assert due_at(m, 1, ALWAYS, at(40)) == at(10.5)
+    # business hours: opened Friday 16:50, a 30-minute target runs over on Monday at 09:20
+    friday = datetime(2026, 11, 27, 16, 50, tzinfo=UTC)
+    monday_11am = datetime(2026, 11, 30, 11, tzinfo=UTC)
+    office = TicketTimeline(created_at=friday, spans=(Span("new", friday),))
+    m = by_target(measure(office, OFFICE, monday_11am))[("first_response", 1)]
+    assert m.elapsed_minutes == 130
+    assert due_at(m, 30, OFFICE, monday_11am) == datetime(2026, 11, 30, 9, 20, tzinfo=UTC)
+    # not breached yet: still the projection from now
+    m = by_target(measure(fresh, ALWAYS, at(0.25)))[("first_response", 1)]
+    assert due_at(m, 1, ALWAYS, at(0.25)) == at(1)
+
+
 def test_reopening_starts_a_new_resolution_episode() -> None:
     timeline = TicketTimeline(
         created_at=at(0),
@@ -194,6 +227,13 @@ def test_elapsed_never_negative_never_decreases_and_each_signal_fires_at_most_on
             assert m.elapsed_minutes >= last.get(key, 0.0) - 1e-9
             last[key] = m.elapsed_minutes
             assert m.elapsed_minutes <= (now - m.started_at).total_seconds() / 60 + 1e-6
+            goal = 60 if m.target == "first_response" else 480
+            if m.stopped_at is None and m.elapsed_minutes >= goal:
+                # a breached target was due when its elapsed time reached the target
+                due = due_at(m, goal, calendar, now)
+                assert due is not None and m.started_at <= due <= now
+                then = by_target(measure(sim.timeline(), calendar, due))[key]
+                assert abs(then.elapsed_minutes - goal) < 1e-6
         fired.extend(tracker.observe(ms))
     # at most once per signal, target and episode
     assert len(fired) == len(set(fired))

@@ -173,17 +173,18 @@ async def reassign(
     agent_id: str,
     by: str,
     metadata: Metadata,
+    field: str = "agent_id",
 ) -> RoutingDecision:
     """Check that ``agent_id`` may take the ticket and record the manual reassignment.
 
-    InvalidInput (422, field ``agent_id``) if the agent has no profile; Conflict (409) if the
-    agent is inactive or unavailable. The ticket stays in its queue when the agent works that
-    queue, else moves to the agent's first queue. Reassigning to the current agent records
-    nothing and returns the current decision.
+    InvalidInput (422, named ``field``: the caller's name for the agent) if the agent has no
+    profile; Conflict (409) if the agent is inactive or unavailable. The ticket stays in its
+    queue when the agent works that queue, else moves to the agent's first queue. Reassigning
+    to the current agent records nothing and returns the current decision.
     """
     agent = await routing_view.agent_row(conn, agent_id)
     if agent is None:
-        raise InvalidInput("agent_id", f"{agent_id} has no agent profile in the service desk")
+        raise InvalidInput(field, f"{agent_id} has no agent profile in the service desk")
     if not agent["active"]:
         raise Conflict(f"agent {agent_id} is inactive and takes no tickets")
     if not agent["available"]:
@@ -216,6 +217,13 @@ async def reassign(
         version=routing.version,
     )
     return RoutingDecision(queue_id, agent_id, None, reason)
+
+
+async def check_queue(conn: Conn, queue_id: str, field: str = "queue_id") -> None:
+    """InvalidInput (422, named ``field``) unless the queue exists (active or not): what the
+    agent and routing-rule commands check for the queues they name."""
+    if queue_id not in await routing_view.queue_ids(conn):
+        raise InvalidInput(field, f"queue {queue_id} does not exist")
 
 
 # --- configuration commands -------------------------------------------------------------------

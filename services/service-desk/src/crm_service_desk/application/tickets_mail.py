@@ -1,7 +1,8 @@
 """Mail to customers through an outbox: written in the command's transaction, sent after commit.
 
 Each message keeps the Message-ID chosen when it was written (and recorded in the ticket's
-event), so a customer's reply (In-Reply-To / References) finds its ticket. A failed send stays
+event), so a customer's reply (In-Reply-To / References) finds its ticket, and is dated (Date,
+RFC 5322) when it was written, so a retry sends the same message. A failed send stays
 pending and the scheduler retries it; replicas claim rows with SKIP LOCKED and a lease.
 """
 
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid
 
 import aiosmtplib
 import asyncpg
@@ -71,10 +72,13 @@ def failure(exc: BaseException, stage: str) -> str:
 
 
 def build(mailer: Mailer, row: asyncpg.Record) -> EmailMessage:
+    """The message of an outbox row: every mail the service desk sends a customer (the
+    acknowledgement, agents' replies, the survey) is built here."""
     msg = EmailMessage()
     msg["From"] = mailer.sender
     msg["To"] = row["to_address"]
     msg["Subject"] = one_line(row["subject"])
+    msg["Date"] = format_datetime(row["created_at"].astimezone(UTC))
     msg["Message-ID"] = row["message_id"]
     if row["in_reply_to"]:
         msg["In-Reply-To"] = row["in_reply_to"]

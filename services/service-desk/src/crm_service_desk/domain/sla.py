@@ -88,6 +88,8 @@ class Measurement:
     stopped_at: datetime | None
     paused: bool
     elapsed_minutes: float
+    # the waiting-on-customer spans that overlap the measured time (an open one ends at ``now``)
+    pauses: tuple[tuple[datetime, datetime], ...] = ()
 
     @property
     def running(self) -> bool:
@@ -98,6 +100,30 @@ def _pauses(spans: Iterable[Span], until: datetime) -> list[tuple[datetime, date
     return [(s.start, s.end or until) for s in spans if s.status in PAUSED]
 
 
+def _running_parts(
+    start: datetime, end: datetime, pauses: Sequence[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """The parts of ``[start, end)`` outside the pauses, in order."""
+    if end <= start:
+        return []
+    cuts = sorted((max(a, start), min(b, end)) for a, b in pauses if b > start and a < end)
+    parts: list[tuple[datetime, datetime]] = []
+    cursor = start
+    for a, b in cuts:
+        if a > cursor:
+            parts.append((cursor, a))
+        cursor = max(cursor, b)
+    if end > cursor:
+        parts.append((cursor, end))
+    return parts
+
+
+def _overlapping(
+    pauses: Sequence[tuple[datetime, datetime]], start: datetime, end: datetime
+) -> tuple[tuple[datetime, datetime], ...]:
+    return tuple((a, b) for a, b in pauses if b > start and a < end)
+
+
 def elapsed_minutes(
     calendar: BusinessCalendar,
     start: datetime,
@@ -105,17 +131,9 @@ def elapsed_minutes(
     pauses: Sequence[tuple[datetime, datetime]],
 ) -> float:
     """Business minutes in ``[start, end)`` outside the pauses (never negative)."""
-    if end <= start:
-        return 0.0
-    cuts = sorted((max(a, start), min(b, end)) for a, b in pauses if b > start and a < end)
     total = 0.0
-    cursor = start
-    for a, b in cuts:
-        if a > cursor:
-            total += calendar.business_seconds(cursor, a)
-        cursor = max(cursor, b)
-    if end > cursor:
-        total += calendar.business_seconds(cursor, end)
+    for a, b in _running_parts(start, end, pauses):
+        total += calendar.business_seconds(a, b)
     return total / 60.0
 
 
@@ -162,6 +180,7 @@ def measure(
         stop = next((s.start for s in spans if s.status in STOPPED), None)
     if stop is not None:
         stop = max(stop, timeline.created_at)
+    first_end = min(stop or now, now)
     out.append(
         Measurement(
             target="first_response",
@@ -169,12 +188,12 @@ def measure(
             started_at=timeline.created_at,
             stopped_at=stop,
             paused=stop is None and paused_now,
-            elapsed_minutes=elapsed_minutes(
-                calendar, timeline.created_at, min(stop or now, now), pauses
-            ),
+            elapsed_minutes=elapsed_minutes(calendar, timeline.created_at, first_end, pauses),
+            pauses=_overlapping(pauses, timeline.created_at, first_end),
         )
     )
     for number, (start, end) in enumerate(resolution_episodes(timeline), start=1):
+        until = min(end or now, now)
         out.append(
             Measurement(
                 target="resolution",
@@ -182,7 +201,8 @@ def measure(
                 started_at=start,
                 stopped_at=end,
                 paused=end is None and paused_now,
-                elapsed_minutes=elapsed_minutes(calendar, start, min(end or now, now), pauses),
+                elapsed_minutes=elapsed_minutes(calendar, start, until, pauses),
+                pauses=_overlapping(pauses, start, until),
             )
         )
     return out
@@ -219,12 +239,21 @@ def signals(m: Measurement, target: int, at_risk_percent: int, fired: Fired) -> 
 def due_at(
     m: Measurement, target: int, calendar: BusinessCalendar, now: datetime
 ) -> datetime | None:
-    """When the target breaches if the clock keeps running from ``now`` (None: stopped)."""
+    """When the target is due: the instant its business time outside the pauses reaches
+    ``target`` minutes from ``m.started_at``. Already breached: that instant in the past (it
+    stays put on later observations). Not yet: projected from ``now``, as if the clock keeps
+    running. None: the clock stopped (or the deadline is beyond the calendar's horizon)."""
     if m.stopped_at is not None:
         return None
-    if m.elapsed_minutes >= target:
-        return now
-    return calendar.add_business_minutes(now, target - m.elapsed_minutes)
+    if m.elapsed_minutes < target:
+        return calendar.add_business_minutes(now, target - m.elapsed_minutes)
+    remaining = target * 60.0  # business seconds still to run when each running part starts
+    for a, b in _running_parts(m.started_at, now, m.pauses):
+        seconds = calendar.business_seconds(a, b)
+        if seconds >= remaining - 1e-6:  # (the same sums as elapsed_minutes, up to rounding)
+            return calendar.add_business_minutes(a, min(remaining, seconds) / 60.0)
+        remaining -= seconds
+    return now  # not reached: elapsed_minutes counts the same parts
 
 
 @dataclass

@@ -24,6 +24,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 from crm_runtime.mail import Mailer
 from crm_runtime.repository import check_version
 from crm_service_desk import access
@@ -196,7 +197,7 @@ async def get_ticket(
     desk: DeskDep,
     user: Reader,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TicketOut:
     ticket = await handlers_for(ctx, desk).tickets.load(ticket_id, as_of=as_of)
     response.headers["ETag"] = etag(ticket.version)
@@ -334,6 +335,8 @@ async def assign_ticket(
         assignee = given.get("assignee_id", t.assignee_id)
         if not access.manages(user) and (assignee != user.user_id or queue != t.queue_id):
             raise Forbidden("an agent may only take a ticket of its queues for itself")
+        if queue is not None and queue != t.queue_id:
+            await _check_queue(conn, queue)
         if assignee is not None and assignee != t.assignee_id:
             routed = await _reassign(conn, ctx, t, assignee, user)
             if routed is not None and "queue_id" not in given:
@@ -341,6 +344,16 @@ async def assign_ticket(
         return await h.assign(conn, t, queue, assignee, metadata_for(user), now, body.reason)
 
     return await _change(ctx, desk, user, ticket_id, if_match, change)
+
+
+async def _check_queue(conn: Conn, queue_id: str) -> None:
+    """422 (field ``queue_id``) for a queue SD-B's routing does not know (when it is installed),
+    as ``PUT /agents`` and ``PUT /routing-rules`` answer."""
+    try:
+        from crm_service_desk.application import routing
+    except ImportError:
+        return
+    await routing.check_queue(conn, queue_id, "queue_id")
 
 
 async def _reassign(
@@ -359,6 +372,7 @@ async def _reassign(
         agent_id=assignee,
         by=user.user_id,
         metadata=metadata_for(user),
+        field="assignee_id",
     )
     return decision.queue_id
 
