@@ -11,11 +11,15 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Query
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from crm_runtime.http import problems
 from crm_runtime.http.app import CorrelationMiddleware
 from crm_runtime.http.params import RANGE, Instant
+
+
+class Thing(BaseModel):
+    name: str
 
 
 def make_app(pool: asyncpg.Pool | None = None) -> FastAPI:
@@ -47,12 +51,54 @@ def make_app(pool: asyncpg.Pool | None = None) -> FastAPI:
             await conn.execute("INSERT INTO stamps (at) VALUES ($1)", at)
         return {"ok": "yes"}
 
+    @app.post("/things")
+    async def thing(body: Thing) -> dict[str, str]:
+        return {"name": body.name}
+
     @app.get("/wrong-type")
     async def wrong_type() -> None:  # a bug: a text passed for an integer
         assert pool is not None
         await pool.fetchval("SELECT $1::int", "seven")
 
     return app
+
+
+@pytest.mark.parametrize(
+    ("content_type", "why"),
+    [
+        ("text/plain", "not text/plain"),
+        ("application/x-www-form-urlencoded", "not application/x-www-form-urlencoded"),
+        ("Text/Plain; charset=utf-8", "not text/plain"),
+        (None, "no Content-Type was given"),
+    ],
+)
+async def test_a_json_body_sent_as_another_type_is_a_415_saying_so(
+    content_type: str | None, why: str
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    transport = httpx.ASGITransport(app=make_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/things", content=b'{"name": "x"}', headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["detail"] == (
+        f"the request body must be JSON (Content-Type: application/json): {why}"
+    )
+
+
+async def test_json_types_are_read_and_a_bad_shape_or_no_body_stays_422() -> None:
+    transport = httpx.ASGITransport(app=make_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for content_type in ("application/json", "application/merge-patch+json"):
+            headers = {"content-type": content_type}
+            r = await c.post("/things", content=b'{"name": "x"}', headers=headers)
+            assert r.json() == {"name": "x"}, (content_type, r.text)
+        wrong = await c.post("/things", json={"title": "x"})
+        nothing = await c.post("/things")
+    assert wrong.status_code == 422
+    assert [e["field"] for e in wrong.json()["errors"]] == ["name"]
+    assert nothing.status_code == 422
+    assert nothing.json()["errors"][0]["reason"] == "Field required"
 
 
 EDGES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"]

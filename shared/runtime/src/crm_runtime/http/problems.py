@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -75,9 +76,33 @@ def _error(e: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _not_json(request: Request, errors: Sequence[Any]) -> str | None:
+    """Why a body the route reads as JSON was not JSON, if that is why it failed validation:
+    it came as another media type, or without a Content-Type (FastAPI, strict about the type,
+    then hands validation the raw bytes). None: it was JSON, or nothing was sent."""
+    body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
+    if not body_errors:
+        return None
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        sent = any(e.get("type") != "missing" for e in body_errors)
+        return "no Content-Type was given" if sent else None
+    media = content_type.split(";", 1)[0].strip().lower()
+    is_json = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    return None if is_json else f"not {media}"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        why = _not_json(request, exc.errors())
+        if why is not None:
+            # "Input should be a valid dictionary" would not tell the client what is wrong.
+            return problem(
+                415, f"the request body must be JSON (Content-Type: application/json): {why}"
+            )
         errors = [_error(e) for e in exc.errors()]
         summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem(422, f"invalid request: {summary}", errors=errors)
