@@ -295,16 +295,29 @@ def _language(msg: EmailMessage) -> str | None:
     return value[:20] if re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", value) else None
 
 
+_UNSHOWN = frozenset({"script", "style", "head", "template"})  # what a reader never sees
+
+
 def _html_to_text(markup: str) -> str:
+    """The text a reader of an HTML-only mail sees: no scripts, styles or head."""
     parts: list[str] = []
 
     class Collect(HTMLParser):
+        hidden = 0  # depth inside elements whose content is not shown
+
         def handle_data(self, data: str) -> None:
-            parts.append(data)
+            if not self.hidden:
+                parts.append(data)
 
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            if tag in ("br", "p", "div", "li", "tr"):
+            if tag in _UNSHOWN:
+                self.hidden += 1
+            elif tag in ("br", "p", "div", "li", "tr") and not self.hidden:
                 parts.append("\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in _UNSHOWN and self.hidden:
+                self.hidden -= 1
 
     Collect().feed(markup)
     return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()

@@ -1,0 +1,31 @@
+"""The text of an inbound mail that has only an HTML part: what a reader sees, nothing else."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from crm_service_desk.inbound import _text_of
+
+
+def html_mail(markup: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "ada@example.com"
+    msg["Subject"] = "Help"
+    msg.set_content(markup, subtype="html")
+    return msg
+
+
+def test_scripts_styles_and_the_head_are_not_text() -> None:
+    text = _text_of(
+        html_mail(
+            "<html><head><title>Mail</title><style>p { color: red }</style></head><body>"
+            "<p>Hello<script>alert(1)</script> world</p><template><p>hidden</p></template>"
+            "<p>Order <b>42</b> is late</p></body></html>"
+        )
+    )
+    assert text == "Hello world\nOrder 42 is late"
+
+
+def test_unclosed_or_stray_tags_keep_the_rest() -> None:
+    assert _text_of(html_mail("<p>Before</script> after</p>")) == "Before after"
+    assert _text_of(html_mail("<p>Seen</p><script>never closed")) == "Seen"
