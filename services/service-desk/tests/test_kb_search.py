@@ -73,6 +73,11 @@ async def test_a_title_match_outranks_a_body_match(agent: ApiCaller, rep: ApiCal
     assert [h["id"] for h in hits] == [in_title, in_body]
     assert hits[0]["rank"] > hits[1]["rank"] > 0
     assert "**router**" in hits[1]["snippet"].lower()
+    # the body's own bold does not double the marks
+    bold = await write(agent, "Failed payments", "When **payment** fails, retry the card later.")
+    [hit] = (await rep.get("/kb/search", params={"q": "payment"})).json()["items"]
+    assert hit["id"] == bold
+    assert "When **payment** fails" in hit["snippet"] and "****" not in hit["snippet"]
     # order of writing does not matter: the same holds the other way round
     in_body_2 = await write(agent, "Overheating", "Sometimes the modem gets hot.")
     in_title_2 = await write(agent, "Modem lights explained", "What the lights mean.")

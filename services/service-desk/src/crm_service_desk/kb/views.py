@@ -297,8 +297,10 @@ def search_sql(
         r, i = len(params) - 1, len(params)
         page_where = f"WHERE h.rank < ${r} OR (h.rank = ${r} AND h.article_id > ${i})"
     params.append(limit)
+    # The marks are Markdown's bold: the body's own ** (Markdown bold) is left out of the
+    # snippet, so "When **payment** fails" is not marked as "When ****payment****".
     snippet = (
-        f"ts_headline(h.ts_config, a.body, h.query, '{SNIPPET_OPTIONS}')"
+        f"ts_headline(h.ts_config, replace(a.body, '**', ''), h.query, '{SNIPPET_OPTIONS}')"
         if snippets
         else "NULL::text"
     )
