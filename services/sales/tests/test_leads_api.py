@@ -97,6 +97,20 @@ async def test_a_time_out_of_range_is_a_422_naming_it_and_changes_nothing(
     ] == []
 
 
+async def test_a_body_over_the_limit_is_a_413_problem_and_changes_nothing(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    h = auth(token("sales_manager"))
+    big = {**LEAD, "company": "x" * (4 * 1024 * 1024)}
+    r = await client.post("/leads", json=big, headers=h)
+    assert r.status_code == 413, r.text[:300]
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == (
+        "the request body is larger than this endpoint takes (4,194,304 bytes)"
+    )
+    assert (await client.get("/leads", headers=h)).json()["items"] == []
+
+
 async def test_capture_read_history_and_as_of(
     client: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:

@@ -4,6 +4,7 @@ to UTC (a 422 naming the field where the type says so); 422 titles are RFC 9110'
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from crm_runtime.http import problems
@@ -179,3 +181,42 @@ async def test_a_nul_character_is_a_422_and_changes_nothing(pool: asyncpg.Pool) 
     assert r.json()["title"] == "Unprocessable Content" == missing.json()["title"]
     assert "NUL" in r.json()["errors"][0]["reason"]
     assert await pool.fetchval("SELECT count(*) FROM notes") == 0  # the transaction rolled back
+
+
+def limited_app() -> problems.BodyLimitProblems:
+    app = FastAPI(max_body_size=1000)
+    problems.install(app)
+
+    @app.post("/things")
+    async def thing(body: Thing) -> dict[str, str]:
+        return {"name": body.name}
+
+    @app.get("/plain")
+    async def plain() -> PlainTextResponse:
+        return PlainTextResponse("Content Too Large?", status_code=413)
+
+    return problems.BodyLimitProblems(app)
+
+
+async def test_a_body_over_the_limit_is_a_413_problem_declared_or_streamed() -> None:
+    big = b'{"name": "' + b"x" * 5000 + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 500):
+            yield big[i : i + 500]
+
+    json_type = {"content-type": "application/json"}
+    transport = httpx.ASGITransport(app=limited_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        declared = await c.post("/things", content=big, headers=json_type)
+        streamed = await c.post("/things", content=chunks(), headers=json_type)
+        small = await c.post("/things", json={"name": "x"})
+        other = await c.get("/plain")
+    for r in (declared, streamed):
+        assert r.status_code == 413
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == (
+            "the request body is larger than this endpoint takes (1,000 bytes)"
+        )
+    assert small.json() == {"name": "x"}
+    assert other.text == "Content Too Large?"  # only the body limit's own answer is replaced

@@ -161,6 +161,16 @@ class BrokerProbe:
             return self._ok
 
 
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a JSON command is a few KiB; imports set their own limit
+
+
+class ServiceApp(FastAPI):
+    """A service's FastAPI application: every error answer a problem, the body limit's too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return problems.BodyLimitProblems(super().build_middleware_stack())
+
+
 def create_service_app(
     settings: Settings,
     *,
@@ -170,9 +180,12 @@ def create_service_app(
     migrations: list[str],
     background: list[BackgroundTask] | None = None,
     feed_roles: tuple[str, ...] = ("analyst",),
+    max_body_size: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """``background``: loops that run beside the API (each gets the context and a stop event;
-    it returns when the event is set) — started after migrations, stopped before the pool closes."""
+    it returns when the event is set) — started after migrations, stopped before the pool closes.
+    ``max_body_size``: a larger request body is refused (413) before it is read; a route that
+    takes more (a file import) sets its own ``max_body_size``."""
     configure_logging(settings.service_name, settings.log_level)
 
     @asynccontextmanager
@@ -194,10 +207,11 @@ def create_service_app(
             await notifier.close()
             await ctx.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version="0.1.0",
+        max_body_size=max_body_size,
         lifespan=lifespan,
         responses={  # every operation may answer these, as RFC 9457 problems
             401: {"description": "no valid bearer token (problem+json)"},

@@ -12,6 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+try:  # Starlette's scope key for the body limit in force (pinned; without it: no number given)
+    from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+except ImportError:  # pragma: no cover
+    MAX_BODY_SIZE_SCOPE_KEY = "starlette.max_body_size"
 
 from crm_runtime.errors import CrmError
 from crm_runtime.logs import correlation_id
@@ -78,15 +84,14 @@ def _error(e: dict[str, Any]) -> dict[str, str]:
 
 def _not_json(request: Request, errors: Sequence[Any]) -> str | None:
     """Why a body the route reads as JSON was not JSON, if that is why it failed validation:
-    it came as another media type, or without a Content-Type (FastAPI, strict about the type,
-    then hands validation the raw bytes). None: it was JSON, or nothing was sent."""
-    body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
-    if not body_errors:
+    it came as another media type, or without a Content-Type, and FastAPI (strict about the
+    type) handed validation the raw bytes, which then fail as a whole. None: it was JSON,
+    nothing was sent, or the route read the body itself (a form) and named a field."""
+    if not any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors):
         return None
     content_type = request.headers.get("content-type")
     if not content_type:
-        sent = any(e.get("type") != "missing" for e in body_errors)
-        return "no Content-Type was given" if sent else None
+        return "no Content-Type was given"
     media = content_type.split(";", 1)[0].strip().lower()
     is_json = media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
@@ -115,9 +120,12 @@ def install(app: FastAPI) -> None:
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
-        return problem(exc.status_code, str(exc.detail) if exc.detail else None, headers=headers)
+        detail = str(exc.detail) if exc.detail else None
+        if exc.status_code == 413 and detail == "Content Too Large":
+            detail = _too_large(request.scope)
+        return problem(exc.status_code, detail, headers=headers)
 
     async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
         # The statement failed, so its transaction rolled back: nothing changed.
@@ -166,3 +174,49 @@ def unexpected(exc: BaseException) -> JSONResponse:
         "an unexpected error occurred; quote the correlation id",
         headers={"X-Correlation-ID": cid} if cid else None,
     )
+
+
+def _too_large(scope: Scope) -> str:
+    limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+    if isinstance(limit, int):
+        return f"the request body is larger than this endpoint takes ({limit:,} bytes)"
+    return "the request body is larger than this endpoint takes"
+
+
+class BodyLimitProblems:
+    """Outermost ASGI wrapper: the 413 Starlette's body limit answers by itself (plain text
+    "Content Too Large", when a request declares a Content-Length over the limit) goes out as a
+    problem, like every other error. Every other answer passes through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None  # a plain-text 413's start, until its body shows whose it is
+
+        async def send_problems(message: Message) -> None:
+            nonlocal held
+            if held is not None:
+                start, held = held, None
+                if (
+                    message["type"] == "http.response.body"
+                    and message.get("body") == _LIMIT_TEXT
+                    and not message.get("more_body")
+                ):
+                    await problem(413, _too_large(scope))(scope, receive, send)
+                    return
+                await send(start)
+            elif message["type"] == "http.response.start" and message["status"] == 413:
+                types = [v for k, v in message.get("headers", ()) if k.lower() == b"content-type"]
+                if types and types[0].startswith(b"text/plain"):
+                    held = message
+                    return
+            await send(message)
+
+        await self.app(scope, receive, send_problems)
+
+
+_LIMIT_TEXT = b"Content Too Large"  # Starlette's RequestBodyLimitResponder answer
