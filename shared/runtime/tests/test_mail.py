@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,8 @@ async def test_sends_text_and_html(tmp_path: Path) -> None:
     assert mail.rcpt_tos == ["ada@example.com"] and mail.subject == "Quote Q-1"
     assert (mail.text or "").strip() == "Hi" and "<p>Hi</p>" in (mail.html or "")
     assert any(h.name == "Message-ID" and h.value == msg_id for h in mail.headers)
+    [date] = [h.value for h in mail.headers if h.name == "Date"]  # RFC 5322: every message
+    assert abs((parsedate_to_datetime(date) - datetime.now(UTC)).total_seconds()) < 60
 
 
 async def test_a_server_that_is_down_is_a_mail_error() -> None:

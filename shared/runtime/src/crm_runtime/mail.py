@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -50,6 +50,7 @@ class Mailer:
         msg["From"] = self.sender
         msg["To"] = ", ".join(mail.to)
         msg["Subject"] = mail.subject
+        msg["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it of every message
         msg["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or "localhost")
         if mail.reply_to:
             msg["Reply-To"] = mail.reply_to
