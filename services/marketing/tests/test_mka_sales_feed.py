@@ -393,5 +393,5 @@ async def test_the_consumer_is_off_when_consumers_are_disabled(mkb: Mkb) -> None
 
 def test_names_split_into_first_and_last() -> None:
     assert split_name("Augusta Ada King") == ("Augusta Ada", "King")
-    assert split_name("Cher") == (None, "Cher")
+    assert split_name("Cher") == ("Cher", None)  # a single name is a first name
     assert split_name("  ") == (None, None)

@@ -57,7 +57,7 @@ async def test_create_revise_preview_and_history(mks: Mks) -> None:  # noqa: F81
     over = await m.post(
         f"/templates/{tid}/preview", json={"customer_id": cid, "variables": {"first_name": None}}
     )
-    assert over.json()["subject"] == ", new phones are in"
+    assert over.json()["subject"] == "Hello, new phones are in"  # no value: the default
     assert (
         await m.post(f"/templates/{tid}/preview", json={"customer_id": "nobody"})
     ).status_code == 404

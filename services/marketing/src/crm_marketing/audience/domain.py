@@ -249,6 +249,10 @@ class Profile(Aggregate):
         """Fold ``other`` into this profile: what this one lacks, it takes over."""
         self.ensure_active()
         folded = [k for k in ATTRIBUTES if not self.values.get(k) and other.values.get(k)]
+        names = {k: self.values.get(k) or other.values.get(k) for k in ("first_name", "last_name")}
+        first, last = ((v or "").strip().casefold() for v in names.values())
+        if first and first == last:  # one name twice ("Grace" + "Grace"): it stays as it was
+            folded = [k for k in folded if k not in names]
         consents = [
             ConsentState(
                 channel=ch,

@@ -89,12 +89,58 @@ def contact_values(details: ContactDetails, fields: list[str] | None = None) -> 
 
 
 def split_name(name: str) -> tuple[str | None, str | None]:
+    """A lead's one-string name as (first, last): the last word is the last name; a single
+    word is a first name only ("Grace" greets as "Hi Grace", never "Grace Grace")."""
     parts = name.strip().split()
     if not parts:
         return None, None
     if len(parts) == 1:
-        return None, parts[0]
+        return parts[0], None
     return " ".join(parts[:-1]), parts[-1]
+
+
+def _fold(value: object) -> str:
+    return value.strip().casefold() if isinstance(value, str) else ""
+
+
+def _local_part(email: object) -> str:
+    address = _fold(email)
+    return address.rpartition("@")[0] if "@" in address else ""
+
+
+# Sales must name every lead and give every contact a last name. For a person who gave no name
+# (a form with only an e-mail field) its answer to a sighting names them after their address's
+# local part; a single name ("Grace") is a contact's last name (crm_sales identity.py, and
+# split_name in leads.py on conversion). Neither is how to address the person.
+SIGHTING_SOURCES = frozenset({"web_form", "email"})  # the lead sources of sightings
+
+
+def lead_names(name: str, email: str | None, source: str) -> tuple[str | None, str | None]:
+    """A lead's name as (first, last); none when it is only the e-mail's local part that sales
+    names a lead after when the person gave no name."""
+    if source in SIGHTING_SOURCES and email and _fold(name) == _local_part(email):
+        return None, None
+    return split_name(name)
+
+
+def names_for(current: dict[str, Any], values: dict[str, Any], *, contact: bool) -> dict[str, Any]:
+    """``values`` to apply to a profile holding ``current``, without their names when those
+    would name the person worse than before: the same name as first and last ("Grace Grace");
+    and from a contact, a lone last name that is sales' stand-in (the e-mail's local part, or
+    the profile's own lone first name, which sales had to file as the last name)."""
+    if "first_name" not in values and "last_name" not in values:
+        return values
+    first = _fold(values["first_name"] if "first_name" in values else current.get("first_name"))
+    last = _fold(values["last_name"] if "last_name" in values else current.get("last_name"))
+    stand_in = False
+    if contact and last and not first:
+        mine = _fold(current.get("first_name"))
+        alone = mine and not current.get("last_name")
+        addresses = {_local_part(values.get("email")), _local_part(current.get("email"))}
+        stand_in = last in addresses or bool(alone and last == mine)
+    if stand_in or (first and first == last):
+        return {k: v for k, v in values.items() if k not in ("first_name", "last_name")}
+    return values
 
 
 class AudienceFromSales:
@@ -117,7 +163,7 @@ class AudienceFromSales:
         )
         match payload:
             case LeadCaptured():
-                first, last = split_name(payload.name)
+                first, last = lead_names(payload.name, payload.email, payload.source)
                 values = {
                     "email": payload.email,
                     "phone": payload.phone,
@@ -134,7 +180,9 @@ class AudienceFromSales:
                     payload.customer_id,
                 )
                 values = contact_values(payload.details)
-                await self._upsert(conn, payload.customer_id, values, meta, only_empty=False)
+                await self._upsert(
+                    conn, payload.customer_id, values, meta, only_empty=False, contact=True
+                )
             case ContactUpdated():
                 cid = await conn.fetchval(
                     "SELECT customer_id FROM audience_contacts WHERE contact_id = $1",
@@ -142,7 +190,7 @@ class AudienceFromSales:
                 )
                 values = contact_values(payload.values, payload.changed)
                 if cid is not None and values:
-                    await self._upsert(conn, str(cid), values, meta, only_empty=False)
+                    await self._upsert(conn, str(cid), values, meta, only_empty=False, contact=True)
             case ContactMerged():
                 await self.profiles.merge(
                     conn, payload.customer_id, payload.merged_customer_id, payload.merge_id, meta
@@ -221,17 +269,19 @@ class AudienceFromSales:
         meta: Metadata,
         *,
         only_empty: bool,
+        contact: bool = False,
     ) -> None:
         cid = await canonical(conn, customer_id)
         await lock(conn, cid)
         profile = await self.profiles.get(conn, cid)
+        if profile.merged_into is not None:
+            return
+        if only_empty:
+            values = {k: v for k, v in values.items() if v and not profile.values.get(k)}
+        values = names_for(profile.values, values, contact=contact)
         if not profile.exists:
             profile = Profile.start(cid, "sales", {k: v for k, v in values.items() if v})
-        elif profile.merged_into is not None:
-            return
         else:
-            if only_empty:
-                values = {k: v for k, v in values.items() if v}
             profile.update("sales", values, only_empty=only_empty)
         await self.profiles.save(conn, profile, meta)
 

@@ -4,9 +4,10 @@
 (e-mail: subject, html, text; SMS: text; push: title, body). ``variables`` are the
 personalisation values (``audience.api.profile_variables`` plus ``unsubscribe_url`` and
 ``view_in_browser_url``); a variable the template uses but ``variables`` lacks is an error
-(StrictUndefined), a ``None`` value renders empty. Errors: NotFound (no such template or
-revision), Conflict (the template is for another channel), TemplateRenderError (422: which part
-and why, e.g. an SMS over the segment limit for these values).
+(StrictUndefined), a ``None`` value renders empty (``| default(...)`` stands in for it). Errors:
+NotFound (no such template or revision), Conflict (the template is for another channel),
+TemplateRenderError (422: which part and why, e.g. an SMS over the segment limit or the render
+budget for these values).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Templates in a Jinja2 sandbox: checked at save time, rendered per recipient. No I/O.
 
-Safety: :class:`jinja2.sandbox.SandboxedEnvironment` (no access to dunders or unsafe
-callables), :class:`StrictUndefined` (a missing variable is an error, not an empty string), no
-loader (no include/import/extends), no globals (no ``range``, ``cycler``...), and string or list
-repetition with ``*`` capped. At save time a template is parsed, its variables checked against
+Safety (:mod:`.sandbox`): :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` (no access to
+dunders or unsafe callables, no mutating of lists, dicts and sets), :class:`StrictUndefined` (a
+missing variable is an error, not an empty string), no loader (no include/import/extends), no
+globals (no ``range``, ``cycler``...), string or list repetition with ``*`` capped, and a budget
+for every render (loop iterations, steps, characters built, processor time) so no template can
+keep the service busy. At save time a template is parsed, its variables checked against
 :data:`VARIABLES`, its attribute accesses checked (nothing starting with ``_``), and it is
-rendered once with sample values so channel limits (SMS segments, push lengths) are checked too.
+rendered once with sample values so channel limits (SMS segments, push lengths) and the budget
+are checked too.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Literal
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import TemplateError, meta, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+
+from crm_marketing.templates import sandbox
+from crm_marketing.templates.sandbox import Sandbox, TooMuchWork
 
 Channel = Literal["email", "sms", "push"]
 
@@ -75,7 +80,6 @@ REQUIRED: dict[Channel, tuple[str, ...]] = {
     "push": ("title", "body"),
 }
 MAX_SOURCE = 200_000
-MAX_REPEAT = 10_000
 SUBJECT_MAX = 255
 
 
@@ -97,37 +101,11 @@ class TemplateProblem(ValueError):
 
 # --- the sandbox -----------------------------------------------------------------------------
 
-
-class _Sandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            raise SecurityError("the power operator is not allowed in templates")
-        if operator_ == "*":
-            for seq, n in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
-                if sized and len(seq) * n > MAX_REPEAT:
-                    raise SecurityError(f"repetition beyond {MAX_REPEAT} items")
-        return super().call_binop(context, operator_, left, right)
+_HTML_ENV = Sandbox(autoescape=True)
+_TEXT_ENV = Sandbox(autoescape=False)
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    env = _Sandbox(
-        autoescape=autoescape,
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=False,
-    )
-    env.globals.clear()  # no range/cycler/joiner/lipsum/namespace/dict
-    return env
-
-
-_HTML_ENV = _environment(True)
-_TEXT_ENV = _environment(False)
-
-
-def _env(part: str) -> SandboxedEnvironment:
+def _env(part: str) -> Sandbox:
     return _HTML_ENV if part == "html" else _TEXT_ENV
 
 
@@ -157,6 +135,8 @@ def check_source(part: str, source: str) -> Template:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(part, f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:
+        raise TemplateProblem(part, "is nested too deeply") from None
     for problem in _unsafe_nodes(tree):
         raise TemplateProblem(part, problem)
     try:
@@ -173,6 +153,8 @@ def check_source(part: str, source: str) -> Template:
         return env.from_string(tree)
     except TemplateError as exc:  # e.g. an unknown filter or test
         raise TemplateProblem(part, str(exc.message or exc)) from None
+    except RecursionError:
+        raise TemplateProblem(part, "is nested too deeply") from None
 
 
 # --- SMS length: GSM 03.38 or UCS-2 --------------------------------------------------------------
@@ -450,13 +432,20 @@ def _prepare(variables: Mapping[str, object]) -> dict[str, object]:
     return values
 
 
+TOO_MUCH_WORK = "the template does too much work when rendered"
+
+
 def _run(part: str, template: Template, values: Mapping[str, object]) -> str:
     try:
-        return template.render(values)
+        return sandbox.render(template, values)
     except UndefinedError as exc:
         raise TemplateProblem(
             part, f"{exc.message}: give it a value or use | default(...)"
         ) from None
+    except TooMuchWork as exc:
+        raise TemplateProblem(part, f"{TOO_MUCH_WORK}: {exc}") from None
+    except RecursionError:
+        raise TemplateProblem(part, f"{TOO_MUCH_WORK}: macros call themselves too deeply") from None
     except SecurityError as exc:
         raise TemplateProblem(part, f"unsafe construct refused: {exc}") from None
     except TemplateError as exc:
