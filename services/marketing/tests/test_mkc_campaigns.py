@@ -74,6 +74,11 @@ async def test_campaign_lifecycle_permissions_and_bad_input(
     assert scheduled.status_code == 200 and scheduled.json()["status"] == "scheduled"
     naive = await m.post(f"/campaigns/{cid}/schedule", json={"send_at": "tomorrow"})
     assert naive.status_code == 422 and "send_at" in naive.text
+    edge = await m.post(f"/campaigns/{cid}/schedule", json={"send_at": "9999-12-31T23:59:59-12:00"})
+    assert edge.status_code == 422
+    assert [(e["field"], "out of range" in e["reason"]) for e in edge.json()["errors"]] == [
+        ("send_at", True)
+    ]
 
     listed = (await analyst.get("/campaigns", params={"status": "scheduled"})).json()
     assert [c["id"] for c in listed["items"]] == [cid]

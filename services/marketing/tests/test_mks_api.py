@@ -197,6 +197,13 @@ async def test_static_lists_members_import_and_export(mks: Mks) -> None:  # noqa
     assert imported.json() == {"entered": 2, "left": 0, "member_count": 4}
     bad_csv = await m.post(f"/segments/{sid}/members/import", content=b"customer_id\n")
     assert bad_csv.status_code == 422
+    # a file over the API's 4 MiB limit for JSON bodies still reaches the import (its own 5 MB)
+    large = b"customer_id\n" + b"nobody-0000000\n" * 290_000
+    assert 4 * 1024 * 1024 < len(large) < 5_000_000
+    big = await m.post(f"/segments/{sid}/members/import", content=large)
+    assert big.status_code == 422 and "nobody-0000000" in big.json()["errors"][0]["reason"]
+    as_of = await m.get(f"/segments/{sid}", params={"as_of": "0001-01-01T00:00:00+14:00"})
+    assert as_of.status_code == 422 and as_of.json()["errors"][0]["field"] == "as_of"
 
     removed = await m.request("DELETE", f"/segments/{sid}/members/{ids['cold']}")
     assert removed.status_code == 204

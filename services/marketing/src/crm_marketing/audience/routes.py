@@ -26,6 +26,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 
 router = APIRouter(prefix="/audience", tags=["audience"])
 
@@ -224,7 +225,7 @@ async def list_profiles(
     summary="A customer's profile (also as of a past time; a merged id shows its survivor)",
 )
 async def get_profile(
-    customer_id: str, ctx: CtxDep, user: Marketer, as_of: datetime | None = None
+    customer_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
 ) -> JSONResponse:
     profiles = Profiles(ctx.store)
     async with ctx.pool.acquire() as conn:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_events.schemas.marketing_campaigns import Channel
 from crm_marketing.campaigns import views
@@ -35,6 +35,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import AwareInstant
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -79,7 +80,7 @@ class ScheduleIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"send_at": "2026-04-01T09:00:00Z"}, {}]}
     )
 
-    send_at: AwareDatetime | None = Field(
+    send_at: AwareInstant | None = Field(
         default=None, description="when to start sending (ISO 8601 with zone); omitted: now"
     )
 
@@ -266,7 +267,7 @@ async def get_campaign(
     ctx: CtxDep,
     user: AnyRole,
     response: Response,
-    as_of: Annotated[AwareDatetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[AwareInstant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> CampaignDetail:
     if as_of is not None:
         c = await CampaignHandlers(ctx.store).campaigns.load(campaign_id, as_of=as_of)

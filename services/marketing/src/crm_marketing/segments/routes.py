@@ -43,6 +43,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
+from crm_runtime.http.params import Instant
 
 router = APIRouter(prefix="/segments", tags=["segments"])
 
@@ -265,7 +266,7 @@ async def get_segment(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> SegmentPublic:
     segment = await SegmentHandlers(ctx.store).segments.load(segment_id, as_of=as_of)
     row = None
@@ -452,6 +453,7 @@ def _ids_from_csv(raw: bytes) -> list[str]:
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
     responses={413: {"description": "larger than 5 MB"}},
+    max_body_size=MAX_IMPORT_BYTES + 1,  # its own check answers first, naming the limit
 )
 async def import_members(
     segment_id: str, request: Request, ctx: CtxDep, user: Marketer

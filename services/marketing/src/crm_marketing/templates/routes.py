@@ -40,6 +40,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 
 router = APIRouter(prefix="/templates", tags=["templates"])
 
@@ -246,7 +247,7 @@ async def get_template(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[datetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TemplatePublic:
     template = await TemplateHandlers(ctx.store).templates.load(template_id, as_of=as_of)
     row = None

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_events.schemas.marketing_campaigns import TriggerRule
 from crm_marketing.campaigns.http import (
@@ -32,6 +32,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import AwareInstant
 
 router = APIRouter(prefix="/triggers", tags=["triggers"])
 
@@ -150,7 +151,7 @@ async def get_trigger(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[AwareDatetime | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[AwareInstant | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TriggerOut:
     if as_of is not None:
         t = await TriggerHandlers(ctx.store).triggers.load(trigger_id, as_of=as_of)

@@ -32,6 +32,7 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
+from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 
 keys_router = APIRouter(prefix="/site-keys", tags=["website"])
@@ -237,7 +238,7 @@ async def list_keys(
 
 @keys_router.get("/{site_key_id}", response_model=SiteKeyOut, summary="A site key")
 async def get_key(
-    site_key_id: str, ctx: CtxDep, user: Marketer, as_of: datetime | None = None
+    site_key_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
 ) -> JSONResponse:
     key = await Repository(ctx.store, SiteKey).load(site_key_id, as_of=as_of)
     return JSONResponse(SiteKeyOut.of(key).model_dump(), headers={"ETag": etag(key.version)})
@@ -346,7 +347,7 @@ async def list_forms(
 
 @forms_router.get("/{form_id}", response_model=FormOut, summary="A form (also as of a time)")
 async def get_form(
-    form_id: str, ctx: CtxDep, user: Marketer, as_of: datetime | None = None
+    form_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
 ) -> JSONResponse:
     form = await Repository(ctx.store, Form).load(form_id, as_of=as_of)
     return JSONResponse(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AwareDatetime
 from pydantic_core import PydanticCustomError
 
 RANGE = "between 0001-01-01 and 9999-12-31 in UTC"
@@ -31,3 +31,6 @@ def storable_time(value: datetime) -> datetime:
 
 Instant = Annotated[datetime, AfterValidator(storable_time)]
 """A ``datetime`` from a request that can be stored: use it for every time a client sends."""
+
+AwareInstant = Annotated[AwareDatetime, AfterValidator(storable_time)]
+"""As :data:`Instant`, and the time must carry its offset."""
