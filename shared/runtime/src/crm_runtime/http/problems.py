@@ -129,11 +129,8 @@ def install(app: FastAPI) -> None:
 
     async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
         # The statement failed, so its transaction rolled back: nothing changed.
-        reason = "contains a character that cannot be stored (such as NUL, U+0000)"
-        return problem(
-            422,
-            f"invalid request: a text value {reason}",
-            errors=[{"field": "body", "in": "request", "reason": f"a text value {reason}"}],
+        return _whole_request(
+            "a text value contains a character that cannot be stored (such as NUL, U+0000)"
         )
 
     for cls in UNSTORABLE_TEXT:
@@ -150,11 +147,8 @@ def install(app: FastAPI) -> None:
         ):
             return unexpected(exc)
         log.warning("a request value out of range", extra={"error": type(exc).__name__})
-        reason = "holds a date, time or number out of the range that can be stored"
-        return problem(
-            422,
-            f"invalid request: a value {reason}",
-            errors=[{"field": "body", "in": "request", "reason": f"a value {reason}"}],
+        return _whole_request(
+            "a value holds a date, time or number out of the range that can be stored"
         )
 
     for overflow in OUT_OF_RANGE:
@@ -173,6 +167,15 @@ def unexpected(exc: BaseException) -> JSONResponse:
         500,
         "an unexpected error occurred; quote the correlation id",
         headers={"X-Correlation-ID": cid} if cid else None,
+    )
+
+
+def _whole_request(reason: str) -> JSONResponse:
+    """A 422 for a value the request holds somewhere, found only where it could not be stored."""
+    return problem(
+        422,
+        f"invalid request: {reason}",
+        errors=[{"field": "body", "in": "request", "reason": reason}],
     )
 
 
