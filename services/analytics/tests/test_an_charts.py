@@ -113,6 +113,21 @@ async def test_chart_series(
     assert early_feb["series"][0]["points"] == [["2026-01", None], ["2026-02", 1.0]]
     bad = await client.get("/analytics/charts/win-rate", params={"until": "2026-13"}, headers=h)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "until"
+    # an as_of that stands in for the year or the month must fall in their range (was a 500)
+    for path, at in [
+        ("forecast", "9999-12-31T23:59:59Z"),
+        ("forecast", "0001-01-01T00:00:00Z"),
+        ("win-rate", "0001-01-01T00:00:00Z"),
+        ("win-rate", "9999-12-31T00:00:00Z"),
+    ]:
+        r = await client.get(f"/analytics/charts/{path}", params={"as_of": at}, headers=h)
+        assert r.status_code == 422, (path, at, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == ["as_of"]
+    given = await client.get(
+        "/analytics/sales/forecast", params={"as_of": "9999-12-31T23:59:59Z"}, headers=h
+    )
+    assert given.status_code == 422 and "2000-2100" in given.json()["errors"][0]["reason"]
+    assert (await chart("forecast", as_of="9999-12-31T23:59:59Z", year=2026))["series"]
 
     conv = await chart("stage-conversion")
     assert (conv["title"], conv["y"]) == ("Stage conversion (default)", axis("conversion", "ratio"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from crm_analytics import charts, sales
 from crm_analytics.access import AnalyticsReader
-from crm_analytics.entrypoints.common import AsOf
+from crm_analytics.entrypoints.common import YEARS, AsOf, month_of, year_of
 from crm_runtime.http.app import CtxDep
 
 router = APIRouter(prefix="/analytics/charts", tags=["charts"])
@@ -28,10 +28,10 @@ async def forecast(
     ctx: CtxDep,
     _: AnalyticsReader,
     as_of: AsOf,
-    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    year: Annotated[int | None, Query(ge=YEARS[0], le=YEARS[1])] = None,
     product_id: str | None = None,
 ) -> dict[str, Any]:
-    y = year or (as_of or datetime.now(UTC)).year
+    y = year_of(year, as_of)
     async with ctx.pool.acquire() as conn:
         quarters = await sales.forecast(conn, y, Decimal("0.2"), product_id, as_of)
     return charts.forecast(y, quarters, ctx.settings.base_currency)
@@ -51,11 +51,7 @@ async def win_rate(
     ] = None,
     months: Annotated[int, Query(ge=1, le=120)] = 12,
 ) -> dict[str, Any]:
-    last = (
-        datetime.strptime(until, "%Y-%m").date()
-        if until
-        else (as_of or datetime.now(UTC)).date().replace(day=1)
-    )
+    last = datetime.strptime(until, "%Y-%m").date() if until else month_of(as_of)
     y, m = divmod(last.year * 12 + last.month - 1 - (months - 1), 12)
     async with ctx.pool.acquire() as conn:
         rows = await sales.win_rate_by_month(conn, date(y, m + 1, 1), months, as_of)

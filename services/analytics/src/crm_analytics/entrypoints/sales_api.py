@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 
 from crm_analytics import crosssell, sales
 from crm_analytics.access import AnalyticsReader
-from crm_analytics.entrypoints.common import AsOf
+from crm_analytics.entrypoints.common import YEARS, AsOf, year_of
 from crm_runtime.http.app import CtxDep
 
 router = APIRouter(prefix="/analytics/sales", tags=["sales analytics"])
@@ -51,14 +51,14 @@ async def forecast(
     _: AnalyticsReader,
     as_of: AsOf,
     year: Annotated[
-        int | None, Query(ge=2000, le=2100, description="default: this year (as_of's year)")
+        int | None, Query(ge=YEARS[0], le=YEARS[1], description="default: this year (as_of's year)")
     ] = None,
     product_id: Annotated[str | None, Query(description="only this product's lines")] = None,
     drop_threshold: Annotated[
         Decimal, Query(gt=0, lt=1, description="flag a drop larger than this share")
     ] = Decimal("0.2"),
 ) -> dict[str, Any]:
-    y = year or (as_of or datetime.now(UTC)).year
+    y = year_of(year, as_of)
     async with ctx.pool.acquire() as conn:
         quarters = await sales.forecast(conn, y, drop_threshold, product_id, as_of)
     return {
