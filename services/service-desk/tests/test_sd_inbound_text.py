@@ -23,9 +23,15 @@ def test_scripts_styles_and_the_head_are_not_text() -> None:
             "<p>Order <b>42</b> is late</p></body></html>"
         )
     )
-    assert text == "Hello world\nOrder 42 is late"
+    assert text == "Hello world\n\nOrder 42 is late"  # paragraphs: a blank line between
 
 
 def test_unclosed_or_stray_tags_keep_the_rest() -> None:
     assert _text_of(html_mail("<p>Before</script> after</p>")) == "Before after"
     assert _text_of(html_mail("<p>Seen</p><script>never closed")) == "Seen"
+
+
+def test_a_block_ends_its_line() -> None:
+    markup = "<p>My laptop will not boot.</p><a href='#'>click</a><h2>Model</h2>X1"
+    text = _text_of(html_mail(markup))
+    assert text == "My laptop will not boot.\nclick\nModel\nX1"

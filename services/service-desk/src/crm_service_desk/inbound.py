@@ -296,6 +296,7 @@ def _language(msg: EmailMessage) -> str | None:
 
 
 _UNSHOWN = frozenset({"script", "style", "head", "template"})  # what a reader never sees
+_BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
 
 
 def _html_to_text(markup: str) -> str:
@@ -312,12 +313,14 @@ def _html_to_text(markup: str) -> str:
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             if tag in _UNSHOWN:
                 self.hidden += 1
-            elif tag in ("br", "p", "div", "li", "tr") and not self.hidden:
+            elif tag in _BREAKS and not self.hidden:
                 parts.append("\n")
 
         def handle_endtag(self, tag: str) -> None:
             if tag in _UNSHOWN and self.hidden:
                 self.hidden -= 1
+            elif tag in _BREAKS and not self.hidden:  # what follows a block starts a line
+                parts.append("\n")
 
     Collect().feed(markup)
     return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()
