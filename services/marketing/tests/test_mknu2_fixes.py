@@ -101,6 +101,21 @@ async def test_a_template_whose_loops_multiply_is_refused_at_once(stack: Stack) 
             "characters",
         ),
         ("{% set n = 99999999999 %}" + "{% set n = n*n %}" * 20 + "{{ n > 1 }}", "bits"),
+        # (found by review) huge integers made otherwise, then divided: no free arithmetic
+        (
+            '{% set bb = "x".encode().ljust(200000) %}{% set a = (1).from_bytes(bb, "big") %}'
+            "{% set q = a // 7 %}{{ q > 1 }}",
+            "bits",
+        ),
+        ('{{ ("f".ljust(200000, "f")|int(base=16)) // 3 }}', "bits"),
+        # a join over a generator is sized before it is built, and so is a slice
+        ('{% set s = "y" * 9000 %}{{ ([1] * 9000)|map("string")|join(s) }}', "characters"),
+        ('{% set s = "y" * 9000 %}{{ s.join(([1] * 9000)|map("string")) }}', "characters"),
+        (
+            '{% set s = "a".ljust(300000) %}{% macro f(t) %}{% set u = t[1:] %}{% set v = t[:] %}'
+            "{{ f(v) }}{% endmacro %}{{ f(s) }}",
+            "characters",
+        ),
     ],
 )
 def test_the_budget_bounds_every_kind_of_work(html: str, limit: str) -> None:
@@ -144,6 +159,17 @@ def test_ordinary_templates_render_as_before() -> None:
         "<ul><li>Phones</li><li>Tablets</li><li>Watches</li></ul>1:Ada 2:Lovelace "
         "Ada Lovelace &lt;ada.lovelace@example.com&gt; Ada+Lovelacea=1100a b  London  "
     )
+    # numbers in formats are not sizes (found by review: these were refused)
+    prices = validate(
+        "email",
+        {
+            "subject": "S",
+            "html": '{% set price = 1250000 %}{{ "{:,}".format(price) }} '
+            '{{ "Win ${:,}!".format(2000000) }} {{ "%d" % 1250000 }} {{ 7 // 2 }}',
+        },
+        LIMITS,
+    )
+    assert prices.html == "1,250,000 Win $2,000,000! 1250000 3"
     # a template as big as a template may be renders whole
     big = validate("email", {"subject": "S", "html": "<p>" + "words " * 33_000 + "</p>"}, LIMITS)
     assert big.html is not None and len(big.html) == 198_007

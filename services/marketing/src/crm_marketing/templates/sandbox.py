@@ -18,7 +18,10 @@ variable for the duration of :func:`render`), charged by code the compiler adds:
   container built by an operator, a call or a filter; at most :data:`MAX_CHARACTERS`. Anything
   that can build a large value from small ones (``*``, ``+``, ``~``, ``%``, ``str.format``,
   ``replace``, ``join``, padding, ``center``, ``indent``, ``wordwrap``...) is checked *before*
-  it runs against what is left, so no single step allocates much beyond the budget.
+  it runs against what is left, so no single step allocates much beyond the budget; a join
+  over a generator takes it into a list first, and slices are charged;
+- integers: none beyond :data:`MAX_INT_BITS` bits, however made (``from_bytes``, ``int(base=16)``,
+  arithmetic: every operator is intercepted), so no single operation can take long.
 
 Going over raises :class:`TooMuchWork` (a :class:`~jinja2.exceptions.SecurityError`). A compiled
 template cannot render outside :func:`render`.
@@ -47,7 +50,7 @@ MAX_LOOP_ITERATIONS = 10_000  # per render of one part
 MAX_STEPS = 100_000  # template nodes run + calls + filters + loop iterations
 MAX_CHARACTERS = 1_000_000  # characters output or built
 MAX_CPU_SECONDS = 0.25  # processor time of one render (a backstop: the counts come first)
-MAX_INT_BITS = 65_536  # products of integers
+MAX_INT_BITS = 4_096  # any integer made or computed (arithmetic on larger ones is slow)
 
 
 class TooMuchWork(SecurityError):
@@ -64,7 +67,7 @@ class Budget:
         self.steps = 0
         self.characters = 0
         self._tick = 0
-        self.deadline = 0.0  # set at the first look at the clock (most renders never look)
+        self.deadline = time.thread_time() + MAX_CPU_SECONDS
 
     def step(self, n: int = 1) -> None:
         self.steps += n
@@ -78,10 +81,7 @@ class Budget:
             self._check_clock()
 
     def _check_clock(self) -> None:
-        now = time.thread_time()
-        if not self.deadline:
-            self.deadline = now + MAX_CPU_SECONDS
-        elif now > self.deadline:
+        if time.thread_time() > self.deadline:
             raise TooMuchWork(f"more than {MAX_CPU_SECONDS} s of processor time")
 
     def iterate(self) -> None:
@@ -108,7 +108,9 @@ class Budget:
             self._check_clock()
 
     def built(self, value: Any) -> Any:
-        """Charge a value an operation made, and pass it on."""
+        """Charge a value an operation made, and pass it on (no integer beyond the bound)."""
+        if type(value) is int:
+            check_int(value)
         self.charge(weight(value, self.room + 1))
         return value
 
@@ -120,6 +122,11 @@ class Budget:
     @staticmethod
     def _over() -> str:
         return f"more than {MAX_CHARACTERS} characters output or built"
+
+
+def check_int(value: int) -> None:
+    if value.bit_length() > MAX_INT_BITS:
+        raise TooMuchWork(f"an integer of more than {MAX_INT_BITS} bits")
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("crm_marketing_template_budget", default=None)
@@ -134,9 +141,12 @@ def current() -> Budget:
 
 def render(template: Template, values: Mapping[str, object]) -> str:
     """Render one compiled template under a fresh budget (TooMuchWork when over it)."""
-    token = _BUDGET.set(Budget())
+    budget = Budget()
+    token = _BUDGET.set(budget)
     try:
-        return template.render(values)
+        text = template.render(values)
+        budget._check_clock()  # a render that ran over between two looks at the clock
+        return text
     finally:
         _BUDGET.reset(token)
 
@@ -274,19 +284,36 @@ def _method_size(owner: str | bytes, name: str, args: tuple[Any, ...], kw: dict[
 _VALUES = (*_CONTAINERS, str, bytes, bytearray, int, float)
 
 
-def _check_call(budget: Budget, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Before a method of a value (a string, a number, a list...) runs: no size or count
-    argument beyond what is left (padding, ``to_bytes``...), and the strings it may build fit."""
+def _check_call(
+    budget: Budget, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Before a method of a value (a string, a number, a list...) runs: the strings it may build
+    fit what is left, and so does a size it is given (``int.to_bytes``). Returns the arguments
+    to call it with (an iterable for ``join`` taken into a list, so its size is known)."""
     target = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
     owner = getattr(target, "__self__", None)
     if not isinstance(owner, _VALUES):
-        return  # a macro, caller(), loop(...), loop.cycle(...): their work is counted as it runs
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, int) and not isinstance(value, bool) and value > budget.room:
-            raise TooMuchWork(budget._over())
+        return (
+            args  # a macro, caller(), loop(...), loop.cycle(...): their work is counted as it runs
+        )
+    name = getattr(target, "__name__", "")
+    if isinstance(owner, int) and name == "to_bytes":
+        budget.expect(_arg(args, kwargs, 0, "length", 1))
     if isinstance(owner, str | bytes):
+        if name == "join" and args and not isinstance(args[0], _CONTAINERS):
+            args = (sized(budget, args[0]), *args[1:])
         plain = {k: v for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars")}
-        budget.expect(_method_size(owner, getattr(target, "__name__", ""), args, plain))
+        budget.expect(_method_size(owner, name, args, plain))
+    return args
+
+
+def sized(budget: Budget, items: Iterable[Any]) -> list[Any]:
+    """An iterable (a generator from ``map``...) as a list, counted as it is taken."""
+    out = []
+    for item in items:
+        budget.iterate()
+        out.append(item)
+    return out
 
 
 # --- filters ----------------------------------------------------------------------------------
@@ -377,9 +404,14 @@ def _guard(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         budget = current()
         budget.step()
+        at = 1 if passes else 0  # the filtered value
+        if name == "join" and len(args) > at and not isinstance(args[at], _CONTAINERS):
+            args = (*args[:at], sized(budget, args[at]), *args[at + 1 :])
         if check is not None:
             budget.expect(check(args[1:] if passes else args, kwargs))
         result = func(*args, **kwargs)
+        if type(result) is int:
+            check_int(result)
         budget.charge(len(result) if type(result) is str else weight(result, budget.room + 1))
         return result
 
@@ -428,8 +460,8 @@ def block_cost(body: list[nodes.Node]) -> tuple[int, int]:
 class BudgetedCodeGenerator(CodeGenerator):
     """Jinja2's code generator (``Environment.code_generator_class``), with the budget's
     charges: each loop's iterable is wrapped in a counting iterator, each block charges its
-    size when it runs, concatenations are checked before they join, and list, tuple and dict
-    literals are charged."""
+    size when it runs, concatenations are checked before they join, and slices and list, tuple
+    and dict literals are charged."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -478,6 +510,14 @@ class BudgetedCodeGenerator(CodeGenerator):
         else:  # a literal: its size is the template's (charged with its block)
             visit(node, frame)
 
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if isinstance(node.arg, nodes.Slice):  # compiled as a plain subscript: a new value
+            self.write("environment.budget_value(")
+            super().visit_Getitem(node, frame)
+            self.write(")")
+        else:
+            super().visit_Getitem(node, frame)
+
     def visit_List(self, node: nodes.List, frame: Frame) -> None:
         self._charged(super().visit_List, node, frame)
 
@@ -498,7 +538,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     """No loader, no globals, StrictUndefined, ``**`` refused, ``*`` capped, and the budget."""
 
     code_generator_class = BudgetedCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
 
     def __init__(self, autoescape: bool) -> None:
         super().__init__(
@@ -539,6 +579,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
         budget.step()
         if operator == "**":
             raise SecurityError("the power operator is not allowed in templates")
+        for operand in (left, right):
+            if type(operand) is int:
+                check_int(operand)
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int):
@@ -554,7 +597,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         elif operator == "%" and isinstance(left, str):
             budget.expect(percent_size(left, right))
         result = super().call_binop(context, operator, left, right)
-        if isinstance(result, _SEQUENCES):
+        if isinstance(result, _SEQUENCES) or type(result) is int:
             budget.built(result)
         return result
 
@@ -569,5 +612,5 @@ class Sandbox(ImmutableSandboxedEnvironment):
         budget.step()
         if isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive loop
             args = (budget.loop(args[0]), *args[1:])
-        _check_call(budget, __obj, args, kwargs)
+        args = _check_call(budget, __obj, args, kwargs)
         return budget.built(super().call(__context, __obj, *args, **kwargs))
