@@ -35,3 +35,9 @@ def test_a_block_ends_its_line() -> None:
     markup = "<p>My laptop will not boot.</p><a href='#'>click</a><h2>Model</h2>X1"
     text = _text_of(html_mail(markup))
     assert text == "My laptop will not boot.\nclick\nModel\nX1"
+
+
+def test_a_head_without_its_end_tag_hides_nothing_but_the_title() -> None:
+    # (found by review) </head> is optional in HTML
+    text = _text_of(html_mail("<html><head><title>T</title><body><p>Hello there</p>"))
+    assert text == "Hello there"

@@ -295,12 +295,13 @@ def _language(msg: EmailMessage) -> str | None:
     return value[:20] if re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", value) else None
 
 
-_UNSHOWN = frozenset({"script", "style", "head", "template"})  # what a reader never sees
+# What a reader never sees (not "head": its end tag is optional, and <title> is all it shows).
+_UNSHOWN = frozenset({"script", "style", "title", "template"})
 _BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
 
 
 def _html_to_text(markup: str) -> str:
-    """The text a reader of an HTML-only mail sees: no scripts, styles or head."""
+    """The text a reader of an HTML-only mail sees: no scripts, styles or title."""
     parts: list[str] = []
 
     class Collect(HTMLParser):

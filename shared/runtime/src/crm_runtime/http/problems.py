@@ -146,7 +146,8 @@ def install(app: FastAPI) -> None:
             exc.__cause__, OverflowError
         ):
             return unexpected(exc)
-        log.warning("a request value out of range", extra={"error": type(exc).__name__})
+        # With the traceback (no values in it): an overflow in our own code stays traceable.
+        log.warning("a value out of range", extra={"error": type(exc).__name__}, exc_info=exc)
         return _whole_request(
             "a value holds a date, time or number out of the range that can be stored"
         )
