@@ -59,6 +59,12 @@ async def test_campaign_lifecycle_permissions_and_bad_input(
     assert (await analyst.get("/triggers")).status_code == 403
     assert (await analyst.get("/delivery/outbox")).status_code == 403
 
+    # a time in the past is refused (a typo in the year would send at once), nothing changes
+    past = await m.post(f"/campaigns/{cid}/schedule", json={"send_at": "2020-01-01T09:00:00Z"})
+    assert past.status_code == 422
+    assert [e["field"] for e in past.json()["errors"]] == ["send_at"]
+    assert (await m.get(f"/campaigns/{cid}")).json()["status"] == "draft"
+
     later = datetime.now(UTC) + timedelta(days=2)
     stale = await m.post(
         f"/campaigns/{cid}/schedule",
@@ -105,6 +111,11 @@ async def test_campaign_lifecycle_permissions_and_bad_input(
     clock.advance(days=3)
     done = await sched.tick()
     assert done["campaigns.start"] == 0 and stack.catcher.store.list() == []
+    # no body at all schedules now, as an empty one does
+    other = (await m.post("/campaigns", json={**body, "name": "Summer"})).json()["id"]
+    now_ = await m.post(f"/campaigns/{other}/schedule")
+    assert now_.status_code == 200, now_.text
+    assert now_.json()["status"] == "scheduled"
 
 
 async def test_a_campaign_reaches_only_consenting_members_and_records_every_status(

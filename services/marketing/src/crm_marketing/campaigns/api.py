@@ -81,7 +81,9 @@ class ScheduleIn(BaseModel):
     )
 
     send_at: AwareInstant | None = Field(
-        default=None, description="when to start sending (ISO 8601 with zone); omitted: now"
+        default=None,
+        description="when to start sending (ISO 8601 with zone); omitted (or no body): now;"
+        " more than 5 minutes in the past: 422",
     )
 
 
@@ -306,15 +308,20 @@ async def _change(
     responses={409: {"description": "the campaign is sending, sent or cancelled"}},
 )
 async def schedule_campaign(
-    campaign_id: str, body: ScheduleIn, ctx: CtxDep, user: Marketer, if_match: IfMatch = None
+    campaign_id: str,
+    ctx: CtxDep,
+    user: Marketer,
+    body: ScheduleIn | None = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     handlers = CampaignHandlers(ctx.store)
+    send_at = body.send_at if body is not None else None
 
     async def action(conn: Conn, now: datetime, expected: int | None) -> Campaign:
         return await handlers.schedule(
             conn,
             campaign_id,
-            body.send_at or now,
+            send_at or now,
             expected=expected,
             metadata=metadata_for(user),
             now=now,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -27,6 +27,8 @@ from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 
 log = logging.getLogger(__name__)
+
+PAST_GRACE = timedelta(minutes=5)  # a send_at this close behind the server's clock means now
 
 SYSTEM = Metadata(actor="system:campaigns")
 
@@ -112,6 +114,8 @@ class CampaignHandlers:
                 channel=campaign.channel,
                 drafting=False,
             )
+        if send_at < now - PAST_GRACE:  # a typo in the year would otherwise send at once
+            raise InvalidInput("send_at", "is in the past; leave it out to send now")
         campaign.schedule(max(send_at, now))
         await self.campaigns.save(conn, campaign, metadata)
         await views.upsert(conn, campaign, now)
