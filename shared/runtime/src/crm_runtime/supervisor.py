@@ -37,6 +37,7 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    log_start: int = 0  # where this run's lines begin in the (appended) log
 
     @property
     def log(self) -> Path:
@@ -135,6 +136,10 @@ def up(*, reset: bool = False) -> int:
         _say("waiting for the services to be ready ...")
         if not _wait_ready(children, timeout=120):
             return 1
+        worker = next(c for c in children if c.name == "analytics-worker")
+        if not _wait_worker(worker, timeout=60):
+            _say("(the analytics worker is still joining its consumer group: timelines fill in")
+            _say(" once it has; see .crm/logs/analytics-worker.log)")
         _banner(env, embedded_mail)
         return _watch(children, env)
     except KeyboardInterrupt:
@@ -188,6 +193,27 @@ def _wait_ready(children: list[Child], timeout: float) -> bool:
     return True
 
 
+WORKER_READY = "[^Worker]: Ready"  # faust logs it once the group has given it its partitions
+
+
+def _wait_worker(worker: Child, timeout: float) -> bool:
+    """Until the analytics worker consumes: an event sent before it has its partitions shows on
+    the timeline only seconds later (a first call right after the banner would find nothing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            return False  # it exited; the watch loop reports it
+        try:
+            with open(worker.log, "rb") as f:
+                f.seek(worker.log_start)
+                if WORKER_READY.encode() in f.read():
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def _banner(env: dict[str, str], embedded_mail: bool) -> None:
     token = mint_token(Settings().jwt_secret, "admin", ["admin"])
     lines = ["", "The CRM platform is up.", ""]
@@ -227,6 +253,10 @@ def _banner(env: dict[str, str], embedded_mail: bool) -> None:
 
 
 def _spawn(child: Child, env: dict[str, str]) -> None:
+    try:
+        child.log_start = child.log.stat().st_size
+    except OSError:
+        child.log_start = 0
     child.process = subprocess.Popen(  # noqa: S603
         child.argv,
         stdout=open(child.log, "ab"),  # noqa: SIM115
