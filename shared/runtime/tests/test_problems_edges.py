@@ -220,3 +220,21 @@ async def test_a_body_over_the_limit_is_a_413_problem_declared_or_streamed() -> 
         )
     assert small.json() == {"name": "x"}
     assert other.text == "Content Too Large?"  # only the body limit's own answer is replaced
+
+
+async def test_the_body_limits_413_carries_a_correlation_id_in_header_and_body() -> None:
+    # The limit answers a declared Content-Length before the correlation middleware runs.
+    big = b'{"name": "' + b"x" * 5000 + b'"}'
+    json_type = {"content-type": "application/json"}
+    transport = httpx.ASGITransport(app=limited_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        fresh = await c.post("/things", content=big, headers=json_type)
+        given = await c.post(
+            "/things", content=big, headers={**json_type, "X-Correlation-ID": "client-42"}
+        )
+        bad = await c.post("/things", content=big, headers={**json_type, "X-Correlation-ID": "a b"})
+    assert fresh.status_code == given.status_code == bad.status_code == 413
+    assert fresh.headers["x-correlation-id"] == fresh.json()["correlation_id"]
+    assert len(fresh.json()["correlation_id"]) == 36
+    assert given.headers["x-correlation-id"] == given.json()["correlation_id"] == "client-42"
+    assert bad.headers["x-correlation-id"] == bad.json()["correlation_id"] != "a b"

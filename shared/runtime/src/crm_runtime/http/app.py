@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -23,6 +21,8 @@ from crm_runtime.context import ServiceContext, database_url, open_context
 from crm_runtime.eventstore import Checkpoint
 from crm_runtime.http import problems
 from crm_runtime.http.auth import require
+from crm_runtime.http.correlation import CID_HEADER, correlation_id_of
+from crm_runtime.http.correlation import new_correlation_id as new_correlation_id
 from crm_runtime.logs import configure_logging, correlation_id
 from crm_runtime.settings import Settings
 from crm_runtime.unit_of_work import CommitNotifier
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 REQUESTS = Counter("crm_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("crm_http_request_seconds", "HTTP request latency", ["route", "method"])
-_CID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -55,18 +54,6 @@ class FeedPage(BaseModel):
     items: list[FeedEvent]
     next_after: str
     has_more: bool
-
-
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
-_CID_HEADER = b"x-correlation-id"
-
-
-def new_correlation_id() -> str:
-    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` but cheaper."""
-    n = int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET
-    h = n.to_bytes(16).hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _RouteMetrics:
@@ -102,23 +89,18 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = None
-        for name, value in scope["headers"]:  # ASGI header names are lower-case
-            if name == _CID_HEADER:
-                given = value.decode("latin-1")
-                break
-        cid = given if given and _CID.match(given) else new_correlation_id()
+        cid = correlation_id_of(scope)
         token = correlation_id.set(cid)
         started = time.perf_counter()
         code = 500
         response_started = False
-        cid_header = (_CID_HEADER, cid.encode("latin-1"))
+        cid_header = (CID_HEADER, cid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal code, response_started
             if message["type"] == "http.response.start":
                 code, response_started = message["status"], True
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _CID_HEADER]
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != CID_HEADER]
                 headers.append(cid_header)
                 message["headers"] = headers
             await send(message)

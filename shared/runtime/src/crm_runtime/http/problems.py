@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover
     MAX_BODY_SIZE_SCOPE_KEY = "starlette.max_body_size"
 
 from crm_runtime.errors import CrmError
+from crm_runtime.http.correlation import correlation_id_of
 from crm_runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,14 @@ class BodyLimitProblems:
                     and message.get("body") == _LIMIT_TEXT
                     and not message.get("more_body")
                 ):
-                    await problem(413, _too_large(scope))(scope, receive, send)
+                    # Answered before the correlation middleware ran: give it an id here.
+                    cid = correlation_id_of(scope)
+                    token = correlation_id.set(cid)
+                    try:
+                        answer = problem(413, _too_large(scope), headers={"X-Correlation-ID": cid})
+                    finally:
+                        correlation_id.reset(token)
+                    await answer(scope, receive, send)
                     return
                 await send(start)
             elif message["type"] == "http.response.start" and message["status"] == 413:
