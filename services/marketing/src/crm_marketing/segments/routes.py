@@ -4,14 +4,19 @@ archive, evaluate, members (list, add, remove, CSV import) and a streamed CSV ex
 from __future__ import annotations
 
 import csv
+import email.message
+import email.parser
+import email.policy
 import io
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 
 from crm_marketing.access import Marketer
 from crm_marketing.api_common import (
@@ -44,11 +49,32 @@ from crm_runtime.http.commands import (
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_runtime.http.params import Instant
+from crm_runtime.http.problems import problem
 
 router = APIRouter(prefix="/segments", tags=["segments"])
 
+_JSON_KINDS = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "an array"))
+
+
+def _rule_input(value: object) -> str | dict[str, Any]:
+    """A rule as text or as a JSON object, checked as one type so that an error names the field
+    ``rule`` (pydantic's union would report one error per member: ``rule.str``,
+    ``rule.dict[str,any]``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return value
+    kind = next((name for t, name in _JSON_KINDS if isinstance(value, t)), type(value).__name__)
+    raise PydanticCustomError(
+        "rule_type",
+        "must be the rule as text (a string) or in its JSON form (a JSON object), not {kind}",
+        {"kind": kind},
+    )
+
+
 RuleInput = Annotated[
     str | dict[str, Any],
+    PlainValidator(_rule_input, json_schema_input_type=str | dict[str, Any]),
     Field(
         description='the rule, as text (`country in [DE, AT] and product_view(category="phones")'
         " >= 3 within 7d and not purchased`) or in its JSON form",
@@ -425,6 +451,52 @@ async def remove_member(segment_id: str, customer_id: str, ctx: CtxDep, user: Ma
     return Response(status_code=204)
 
 
+def _multipart_file(raw: bytes, content_type: str) -> bytes:
+    """The file of a ``multipart/form-data`` body (RFC 7578; as ``curl -F file=@members.csv``
+    and browser forms send it): the part named ``file``, else the one part with a filename,
+    else the only part. InvalidInput (field ``file``) when there is no such single part."""
+    header = email.message.Message()
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise InvalidInput("file", "the multipart body names no boundary in its Content-Type")
+    # every delimiter line starts a line (CRLF as RFC 2046 says; a bare LF is tolerated)
+    chunks = re.split(rb"\r?\n--" + re.escape(boundary.encode("latin-1")), b"\r\n" + raw)
+    parts: list[tuple[str | None, str | None, bytes]] = []
+    for chunk in chunks[1:]:  # chunks[0] is the preamble
+        if chunk.startswith(b"--"):  # the close delimiter
+            break
+        _, _, chunk = chunk.partition(b"\n")  # the rest of the delimiter line
+        found = re.search(rb"\r?\n\r?\n", b"\r\n" + chunk)
+        if found is None:
+            continue
+        head, content = chunk[: max(found.start() - 2, 0)], chunk[found.end() - 2 :]
+        headers = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            head + b"\r\n\r\n", headersonly=True
+        )
+        name = headers.get_param("name", header="content-disposition")
+        parts.append(
+            (name if isinstance(name, str) else None, headers.get_filename(), bytes(content))
+        )
+    named = [p for p in parts if p[0] == "file"]
+    files = named or [p for p in parts if p[1] is not None] or (parts if len(parts) == 1 else [])
+    if len(files) != 1:
+        raise InvalidInput(
+            "file",
+            "send one CSV file, e.g. as the part `file` (curl -F file=@members.csv), "
+            f"not {len(files) or 'no'} file parts",
+        )
+    return files[0][2]
+
+
+def _csv_body(raw: bytes, content_type: str) -> bytes:
+    """The CSV a request carries: the body itself, or the file of a multipart upload."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
+        return _multipart_file(raw, content_type)
+    return raw
+
+
 def _ids_from_csv(raw: bytes) -> list[str]:
     try:
         text = raw.decode("utf-8-sig")
@@ -450,22 +522,47 @@ def _ids_from_csv(raw: bytes) -> list[str]:
     response_model=EvaluationOut,
     summary="Add customers to a static segment from a CSV (customer ids in the first column)",
     openapi_extra={
-        "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
+        "requestBody": {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+            "required": True,
+        }
     },
-    responses={413: {"description": "larger than 5 MB"}},
+    responses={
+        413: {"description": "larger than 5 MB"},
+        415: {"description": "a JSON body (send the CSV as text/csv or a multipart upload)"},
+    },
     max_body_size=MAX_IMPORT_BYTES,  # the import's own limit (the API's is 4 MiB)
 )
 async def import_members(
     segment_id: str, request: Request, ctx: CtxDep, user: Marketer
 ) -> JSONResponse:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return problem(
+            415,
+            "send the CSV file as the body with Content-Type: text/csv (curl --data-binary"
+            " @members.csv -H 'Content-Type: text/csv'), or as a multipart/form-data file upload"
+            " (curl -F file=@members.csv); JSON lists of ids go to POST"
+            " /segments/{id}/members",
+        )
     raw = bytearray()
     async for chunk in request.stream():
         raw.extend(chunk)
         if len(raw) > MAX_IMPORT_BYTES:
-            from crm_runtime.http.problems import problem
-
             return problem(413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes")
-    ids = _ids_from_csv(bytes(raw))
+    ids = _ids_from_csv(_csv_body(bytes(raw), content_type))
     handlers = SegmentHandlers(ctx.store)
 
     async def command(conn: Conn) -> CommandResult:

@@ -106,7 +106,8 @@ class PreviewIn(BaseModel):
     )
     variables: dict[str, str | None] = Field(
         default_factory=dict,
-        description="values to use (over the customer's, or over the built-in sample values)",
+        description="values to use (over the customer's, or over the built-in sample values);"
+        " full_name follows first_name/last_name given here unless it is given too",
     )
     revision: int | None = Field(default=None, ge=1, description="default: the current one")
 
@@ -360,5 +361,9 @@ async def preview(template_id: str, body: PreviewIn, ctx: CtxDep, user: Marketer
                 raise NotFound(f"customer {body.customer_id} has no marketing profile")
             values.update({k: v for k, v in found.items() if k in VARIABLES})
         values.update(body.variables)
+    if "full_name" not in body.variables and body.variables.keys() & {"first_name", "last_name"}:
+        # derived as for a profile (audience.api.profile_variables): it follows the overrides
+        names = [str(values[k]) for k in ("first_name", "last_name") if values.get(k)]
+        values["full_name"] = " ".join(names) or None
     rendered = render_content(template_id, row["revision"], row["channel"], row["content"], values)
     return PreviewOut.of(rendered, values)

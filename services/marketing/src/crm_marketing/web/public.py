@@ -358,20 +358,29 @@ async def confirm_page(ctx: CtxDep, token: str = "") -> HTMLResponse:
     "/consent/confirm",
     response_class=HTMLResponse,
     summary="Confirm e-mail consent (double opt-in) with the link's token",
+    description="The token comes from the confirmation page's form (`token` in the"
+    " form-encoded body) or, when the body has none, from the mailed link's query: a POST to"
+    " the mailed URL itself confirms.",
     openapi_extra={
         "requestBody": {
+            "required": False,
             "content": {
                 "application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "properties": {"token": {"type": "string"}}}
                 }
-            }
+            },
         }
     },
 )
-async def confirm(request: Request, ctx: CtxDep) -> HTMLResponse:
+async def confirm(
+    request: Request,
+    ctx: CtxDep,
+    token: Annotated[str, Query(description="the mailed link's token")] = "",
+) -> HTMLResponse:
     try:
         raw = await _read_body(request, 4096)
-        token = dict(parse_qsl(raw.decode(errors="replace"))).get("token", "")
+        # the form's field, else the token of the URL POSTed to (the mailed link itself)
+        token = dict(parse_qsl(raw.decode(errors="replace"))).get("token") or token
         claims = consent_mail.verify(ctx.settings.jwt_secret, token, now(ctx))
         async with ctx.pool.acquire() as conn, conn.transaction():
             await AudienceCommands(ctx.store).confirm_email_consent(
