@@ -84,6 +84,25 @@ async def test_a_title_match_outranks_a_body_match(agent: ApiCaller, rep: ApiCal
     assert await search(rep, "modem") == [in_title_2, in_body_2]
 
 
+async def test_snippets_keep_literal_double_asterisks(agent: ApiCaller, rep: ApiCaller) -> None:
+    """Only Markdown bold is left out of a snippet (so a match in bold is not ``****word****``);
+    ``**`` inside a word or between spaces is text: ``2**3`` stays ``2**3`` (it was ``23``)."""
+    power = await write(
+        agent,
+        "Powers in formulas",
+        "In the price formula 2**3 means eight; write 2 ** 3 with spaces if you like."
+        " **Note:** the **exponent** comes second.",
+    )
+    [hit] = (await rep.get("/kb/search", params={"q": "exponent"})).json()["items"]
+    assert hit["id"] == power
+    snippet = hit["snippet"]
+    assert "2**3 means" in snippet and "2 ** 3 with" in snippet
+    assert "Note: the **exponent** comes" in snippet and "****" not in snippet
+    # a match next to a literal ** is marked once, not doubled
+    [digit] = (await rep.get("/kb/search", params={"q": "formula 3"})).json()["items"]
+    assert "****" not in digit["snippet"] and "**formula**" in digit["snippet"]
+
+
 async def test_archived_never_found_and_drafts_only_by_staff(
     agent: ApiCaller, rep: ApiCaller
 ) -> None:

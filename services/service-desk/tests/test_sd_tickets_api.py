@@ -409,6 +409,33 @@ async def test_operational_views(sd: Desk) -> None:
     ]
 
 
+async def test_routing_and_sla_do_not_hang_on_an_import_that_may_fail(
+    sd: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routing and the SLA jobs are part of the service, not optional plug-ins: they were
+    imported late under ``except ImportError`` (from when they were written apart), so a
+    routing or SLA module that failed to import silently let a ticket open unrouted, a manual
+    assignment skip its checks (an unknown queue was taken) and the scheduler drop the SLA
+    jobs. Now they are plain imports: such a failure stops the service from starting."""
+    import sys
+
+    import crm_service_desk.application as application
+    from crm_service_desk.jobs import jobs_for
+
+    await configure_routing(
+        sd.ctx, queues=["billing"], agents={}, rules=[], default_queue_id="billing"
+    )
+    for name in ("routing", "sla"):  # what a module that fails to import looks like from here
+        monkeypatch.delattr(application, name)
+        monkeypatch.setitem(sys.modules, f"crm_service_desk.application.{name}", None)
+    meg = sd.user("service_manager", user="meg")
+    t = (await meg.post("/tickets", json=ticket_body())).json()
+    assert t["queue_id"] == "billing"  # routed (it stayed unrouted)
+    r = await meg.post(f"/tickets/{t['id']}/assign", json={"queue_id": "nope"})
+    assert r.status_code == 422, r.text  # checked (it was a 200)
+    assert "sla.evaluate" in jobs_for(sd.ctx, sd.desk)  # scheduled (it was left out)
+
+
 async def test_mail_is_retried_and_resolved_tickets_close_on_schedule(
     tmp_path: Path,
     fresh_db: Callable[..., Any],

@@ -61,6 +61,47 @@ async def setup(meg: ApiCaller) -> None:
     assert r.status_code == 200, r.text
 
 
+async def test_rules_name_only_known_ticket_kinds_and_language_tags(stack: Stack) -> None:
+    """A rule for ``kinds: ["banana"]`` (or the language ``english``) never matches a ticket:
+    422 naming the field and listing the valid values, and nothing changes."""
+    meg = stack.user("service_manager", user="meg")
+    await setup(meg)
+    banana = await meg.put(
+        "/routing-rules",
+        json={
+            "rules": [
+                {"rule_id": "ok", "kinds": ["incident"], "queue_id": "emea"},
+                {"rule_id": "fruit", "kinds": ["query", "banana"], "queue_id": "emea"},
+            ]
+        },
+    )
+    assert banana.status_code == 422, banana.text
+    [error] = banana.json()["errors"]
+    assert error["field"] == "rules.1.kinds.1"
+    assert "banana" in error["reason"]
+    for kind in ("service_request", "incident", "complaint", "feedback", "query", "product_return"):
+        assert kind in error["reason"]
+    english = await meg.put(
+        "/routing-rules",
+        json={"rules": [{"rule_id": "en", "languages": ["en", "english!"], "queue_id": "emea"}]},
+    )
+    assert english.status_code == 422
+    assert english.json()["errors"][0]["field"] == "rules.0.languages.1"
+    current = (await meg.get("/routing-rules")).json()
+    assert current["version"] == 1 and [r["rule_id"] for r in current["rules"]] == [
+        "returns",
+        "dach",
+        "emea",
+    ]
+    # known kinds in any case are taken (and normalised), as before
+    fine = await meg.put(
+        "/routing-rules",
+        json={"rules": [{"rule_id": "inc", "kinds": [" Incident"], "queue_id": "emea"}]},
+    )
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["rules"][0]["kinds"] == ["incident"]
+
+
 async def route(stack: Stack, ticket_id: str, **facts: Any) -> routing.RoutingDecision | None:
     base: dict[str, Any] = {
         "kind": "incident",

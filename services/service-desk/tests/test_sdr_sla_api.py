@@ -145,6 +145,37 @@ async def test_calendar_and_policy_api(stack: Stack) -> None:
     assert [c["calendar_id"] for c in cals] == ["always", "office"]
 
 
+async def test_a_first_response_target_longer_than_resolution_is_refused(stack: Stack) -> None:
+    meg = stack.user("service_manager", user="meg")
+    await configure(meg)
+    longer = await meg.put(
+        "/sla-policies/low",
+        json={"calendar_id": "office", "first_response_minutes": 500, "resolution_minutes": 480},
+    )
+    assert longer.status_code == 422, longer.text
+    assert longer.headers["content-type"].startswith("application/problem+json")
+    [error] = longer.json()["errors"]
+    assert error["field"] == "first_response_minutes"
+    assert "resolution_minutes (480)" in error["reason"]
+    assert (await meg.get("/sla-policies/low")).status_code == 404  # nothing was created
+    # per priority: changing high (60/240) to a first response of 300 is refused, v1 stays
+    changed = await meg.put(
+        "/sla-policies/high",
+        json={"calendar_id": "always", "first_response_minutes": 300, "resolution_minutes": 240},
+    )
+    assert changed.status_code == 422 and changed.json()["errors"][0]["field"] == (
+        "first_response_minutes"
+    )
+    high = (await meg.get("/sla-policies/high")).json()
+    assert (high["version"], high["first_response_minutes"]) == (1, 60)
+    # equal targets are allowed (the first response may be the resolution)
+    same = await meg.put(
+        "/sla-policies/low",
+        json={"calendar_id": "office", "first_response_minutes": 480, "resolution_minutes": 480},
+    )
+    assert same.status_code == 201, same.text
+
+
 async def test_sla_job_warns_breaches_once_pauses_and_counts_reopenings(stack: Stack) -> None:
     meg = stack.user("service_manager", user="meg")
     await configure(meg)  # high: 24x7, 60/240 min; normal: office hours, 120/960; low: none
@@ -214,8 +245,20 @@ async def test_sla_job_warns_breaches_once_pauses_and_counts_reopenings(stack: S
     assert paused[("first_response", 1)]["elapsed_minutes"] == 40
     assert (await agent.get("/sla/tickets/low")).status_code == 404  # no policy for low
 
-    risky = (await agent.get("/sla/at-risk")).json()["items"]
+    risky = (await agent.get("/sla/at-risk", params={"include_breached": "false"})).json()
+    risky = risky["items"]
     assert [(r["ticket_id"], r["target"]) for r in risky] == [("office", "resolution")]
+    # both at-risk lists list the same, at risk and breached by default, at risk only if asked
+    for include_breached, expected in ((None, 3), ("true", 3), ("false", 1)):
+        params = {} if include_breached is None else {"include_breached": include_breached}
+        sla_list = (await agent.get("/sla/at-risk", params=params)).json()["items"]
+        view = (await agent.get("/views/at-risk", params=params)).json()["items"]
+        assert len(sla_list) == expected, (include_breached, sla_list)
+        assert [(i["id"], i["target"], i["sla_status"]) for i in view] == [
+            (r["ticket_id"], r["target"], r["status"]) for r in sla_list
+        ]
+    first = (await agent.get("/views/at-risk", params={"limit": 1})).json()["items"]
+    assert [(i["id"], i["target"]) for i in first] == [("office", "first_response")]  # soonest
     assert risky[0]["due_at"].startswith("2030-01-09T17:00:00")  # 180 business minutes left
     assert risky[0]["queue_id"] == "emea" and risky[0]["subject"] == "Ticket office"
     everything = (
@@ -240,6 +283,118 @@ async def test_sla_job_warns_breaches_once_pauses_and_counts_reopenings(stack: S
             "SELECT DISTINCT subject FROM events WHERE event_type LIKE 'crm.service.sla.%'"
         )
     assert {r["subject"] for r in subjects} == {"c-hi", "c-office"}
+
+
+async def test_sla_state_comes_with_the_ticket_command_not_a_tick_later(stack: Stack) -> None:
+    """Opening a ticket, changing its priority, replying and waiting on the customer set its SLA
+    state in the same command (it appeared only at the next scheduler tick, up to 60 s later).
+    A breach the command itself causes is recorded (and escalated) as the job records it, once:
+    the next tick records nothing again and only mails the escalation."""
+    meg = stack.user("service_manager", user="meg")
+    await configure(meg)  # high: 24x7, 60/240 min; normal: office hours
+    for priority, first, resolve in (("low", 120, 480), ("urgent", 30, 120)):
+        r = await meg.put(
+            f"/sla-policies/{priority}",
+            json={
+                "calendar_id": "always",
+                "first_response_minutes": first,
+                "resolution_minutes": resolve,
+            },
+        )
+        assert r.status_code == 201, r.text
+    rules = {
+        "rules": [
+            {
+                "rule_id": "late",
+                "kind": "sla_breach",
+                "targets": ["first_response"],
+                "notify_emails": ["manager@desk.example"],
+            }
+        ]
+    }
+    assert (await meg.put("/escalation-rules", json=rules)).status_code == 200
+
+    async def states(ticket_id: str) -> dict[str, Any]:
+        r = await meg.get(f"/sla/tickets/{ticket_id}")
+        assert r.status_code == 200, r.text
+        return {
+            "targets": {t["target"]: t for t in r.json()["targets"]},
+            "events": [(e["type"], e["data"]["target"]) for e in r.json()["events"]],
+        }
+
+    def due(state: dict[str, Any]) -> timedelta:
+        return datetime.fromisoformat(state["due_at"]) - datetime.fromisoformat(state["started_at"])
+
+    body = {"kind": "incident", "subject": "Checkout fails", "customer_email": "ada@example.com"}
+    opened = await meg.post("/tickets", json={**body, "priority": "high"})
+    assert opened.status_code == 201, opened.text
+    t = opened.json()
+    sla = await states(t["id"])  # no tick has run
+    first, resolution = sla["targets"]["first_response"], sla["targets"]["resolution"]
+    assert (first["status"], first["target_minutes"], first["priority"]) == ("running", 60, "high")
+    created = await stack.ctx.pool.fetchval(
+        "SELECT created_at FROM tickets WHERE ticket_id = $1", t["id"]
+    )
+    assert datetime.fromisoformat(first["started_at"]) == created
+    assert due(first) == timedelta(minutes=60) and due(resolution) == timedelta(minutes=240)
+    assert sla["events"] == []
+
+    # a new priority brings its policy's targets at once
+    low = await meg.patch(f"/tickets/{t['id']}", json={"priority": "low"})
+    assert low.status_code == 200, low.text
+    first = (await states(t["id"]))["targets"]["first_response"]
+    assert (first["priority"], first["target_minutes"]) == ("low", 120)
+    assert due(first) == timedelta(minutes=120)
+    # the first public reply stops the first-response clock; waiting pauses the resolution one
+    r = await meg.post(
+        f"/tickets/{t['id']}/replies", json={"body": "Which card?", "wait_on_customer": True}
+    )
+    assert r.status_code == 200, r.text
+    sla = await states(t["id"])
+    assert sla["targets"]["first_response"]["status"] == "met"
+    assert sla["targets"]["first_response"]["due_at"] is None
+    assert sla["targets"]["resolution"]["status"] == "paused"
+
+    # an older ticket made urgent has missed its 30 minutes: breached with the command
+    old = (await meg.post("/tickets", json={**body, "priority": "low"})).json()
+    opened_at = datetime.now(UTC) - timedelta(minutes=50)
+    async with stack.ctx.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE tickets SET created_at = $2 WHERE ticket_id = $1", old["id"], opened_at
+        )
+        await conn.execute(
+            "UPDATE ticket_status_spans SET started_at = $2 WHERE ticket_id = $1",
+            old["id"],
+            opened_at,
+        )
+    urgent = await meg.patch(f"/tickets/{old['id']}", json={"priority": "urgent"})
+    assert urgent.status_code == 200, urgent.text
+    sla = await states(old["id"])
+    first, resolution = sla["targets"]["first_response"], sla["targets"]["resolution"]
+    assert (first["status"], first["target_minutes"]) == ("breached", 30)
+    assert datetime.fromisoformat(first["due_at"]) == opened_at + timedelta(minutes=30)
+    assert resolution["status"] == "running"  # 50 of 120 minutes: not at risk yet
+    assert sla["events"] == [("crm.service.sla.breached", "first_response")]
+    listed = (await meg.get("/sla/at-risk")).json()["items"]
+    assert [(i["ticket_id"], i["target"]) for i in listed] == [(old["id"], "first_response")]
+    view = (await meg.get("/views/at-risk")).json()["items"]
+    assert [(i["id"], i["target"], i["sla_status"]) for i in view] == [
+        (old["id"], "first_response", "breached")
+    ]
+    escalations = (await meg.get("/escalations")).json()["items"]
+    assert [(e["ticket_id"], e["rule_id"]) for e in escalations] == [(old["id"], "late")]
+
+    # the scheduler keeps time-driven breaches and the escalation mail; nothing applies twice
+    clock = ManualClock(datetime.now(UTC))
+    scheduler = Scheduler(stack.ctx.pool, sla_jobs(stack.ctx), clock)
+    done = await scheduler.tick()
+    assert (done["sla.evaluate"], done["sla.escalation_mail"]) == (0, 1)
+    clock.advance(minutes=1)
+    done = await scheduler.tick()
+    assert (done["sla.evaluate"], done["sla.escalation_mail"]) == (0, 0)
+    assert (await states(old["id"]))["events"] == [("crm.service.sla.breached", "first_response")]
+    assert len((await meg.get("/escalations")).json()["items"]) == 1
+    assert len(stack.catcher.store.list(to="manager@desk.example")) == 1
 
 
 async def test_due_at_stays_the_deadline_after_a_breach(stack: Stack) -> None:

@@ -1,10 +1,9 @@
-"""The service desk's scheduled jobs (ticket mail retries, auto-close, SD-B's SLA jobs), and the
+"""The service desk's scheduled jobs (ticket mail retries, auto-close, the SLA jobs), and the
 background task that runs them beside the API (``SCHEDULER_ENABLED``; one replica leads)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from datetime import datetime, timedelta
 
@@ -18,6 +17,7 @@ from crm_runtime.mail import Mailer
 from crm_runtime.scheduler import Job, Scheduler
 from crm_service_desk.adapters import tickets_view
 from crm_service_desk.application import tickets_mail
+from crm_service_desk.application.sla import sla_jobs
 from crm_service_desk.application.tickets import TicketHandlers
 from crm_service_desk.application.tickets_links import Links
 from crm_service_desk.config import DeskSettings
@@ -53,20 +53,7 @@ def jobs_for(ctx: ServiceContext, desk: DeskSettings) -> dict[str, Job]:
         return closed
 
     jobs: dict[str, Job] = {"tickets.mail": mail, "tickets.auto_close": auto_close}
-    jobs.update(_sla_jobs(ctx))
-    return jobs
-
-
-def _sla_jobs(ctx: ServiceContext) -> dict[str, Job]:
-    """SD-B's SLA and escalation jobs (``crm_service_desk.application.sla.sla_jobs``)."""
-    try:
-        module = importlib.import_module("crm_service_desk.application.sla")
-    except ImportError:
-        return {}
-    make = getattr(module, "sla_jobs", None)
-    if make is None:
-        return {}
-    jobs: dict[str, Job] = make(ctx)
+    jobs.update(sla_jobs(ctx))
     return jobs
 
 

@@ -75,9 +75,14 @@ async def policies(conn: Conn) -> dict[str, SlaPolicySet]:
     return {r["priority"]: SlaPolicySet.model_validate(dict(r)) for r in rows}
 
 
-async def calendars(conn: Conn) -> dict[str, BusinessCalendar]:
+async def calendars(conn: Conn, only: str | None = None) -> dict[str, BusinessCalendar]:
+    """The calendars (``only``: that one, if it exists), by id."""
     out: dict[str, BusinessCalendar] = {}
-    for r in await conn.fetch("SELECT calendar_id, definition FROM calendars"):
+    rows = await conn.fetch(
+        "SELECT calendar_id, definition FROM calendars WHERE $1::text IS NULL OR calendar_id = $1",
+        only,
+    )
+    for r in rows:
         raw = r["definition"]
         d = CalendarSet.model_validate(json.loads(raw) if isinstance(raw, str) else raw)
         try:
@@ -245,11 +250,12 @@ async def at_risk(
     assignee_id: str | None,
     include_breached: bool,
 ) -> list[dict[str, Any]]:
-    """Running SLA targets of open tickets at risk (or breached, if asked), soonest due first.
+    """Running SLA targets of open tickets at risk (and breached ones, if asked), soonest due
+    first; ``limit + 1`` rows at most (one more tells that a page follows).
 
-    What the "tickets at risk" view reads. Keyset order: ``(sort_at, ticket_id, target)``
-    where ``sort_at`` is when the target breaches (or breached). ``after`` is that key of the
-    previous page's last row.
+    What both ``GET /sla/at-risk`` and ``GET /views/at-risk`` read, so they list the same.
+    Keyset order: ``(sort_at, ticket_id, target)`` where ``sort_at`` is when the target
+    breaches (or breached). ``after`` is that key of the previous page's last row.
     """
     if not await has_table(conn, "tickets"):
         return []
@@ -258,7 +264,8 @@ async def at_risk(
         """
         SELECT * FROM (
             SELECT s.*, coalesce(s.due_at, s.breached_at, s.evaluated_at) AS sort_at,
-                   t.subject, t.queue_id, t.assignee_id, t.customer_id, t.status AS ticket_status
+                   t.subject, t.queue_id, t.assignee_id, t.customer_id, t.status AS ticket_status,
+                   t.priority AS ticket_priority
             FROM sla_states s JOIN tickets t ON t.ticket_id = s.ticket_id
             WHERE s.status = ANY($1::text[]) AND s.stopped_at IS NULL
               AND t.status <> ALL($2::text[])

@@ -24,7 +24,7 @@ from crm_runtime.db import Conn
 from crm_service_desk.domain.ticket import Ticket
 
 
-def _new_status(e: EventPayload) -> str | None:
+def new_status(e: EventPayload) -> str | None:
     """The status an event moves the ticket to, if it moves it."""
     if isinstance(e, TicketOpened):
         return "new"
@@ -82,7 +82,7 @@ async def project(
         ticket.version,
     )
     for e in events:
-        status = _new_status(e)
+        status = new_status(e)
         if status is not None:
             await _enter(conn, ticket.id, status, now)
         if isinstance(e, TicketOpened) and e.channel != "api":

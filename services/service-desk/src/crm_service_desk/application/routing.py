@@ -16,9 +16,12 @@ advisory lock per queue) so that concurrent tickets see each other's open work.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import get_args
 
+from crm_events.schemas.service import TicketKind
 from crm_events.schemas.service_routing import RoutingRule, TicketRouted
 from crm_runtime.db import Conn
 from crm_runtime.errors import Conflict, InvalidInput, NotFound
@@ -36,6 +39,10 @@ from crm_service_desk.domain.routing import (
     choose_queue,
     needed_skills,
 )
+
+TICKET_KINDS: tuple[str, ...] = get_args(TicketKind)
+# a language tag as tickets and agent profiles take it (en, pt-br)
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -315,6 +322,24 @@ class QueueHandlers:
         return queue, created
 
 
+def check_rule(rule: RoutingRule, field: str) -> None:
+    """InvalidInput (422, named ``<field>.kinds.<n>`` or ``<field>.languages.<n>``) for a
+    criterion no ticket can have: a kind that is not a ticket kind (any case), a language that
+    is not a language tag. Such a rule would never match."""
+    for j, kind in enumerate(rule.kinds):
+        if kind.strip() and kind.strip().lower() not in TICKET_KINDS:
+            raise InvalidInput(
+                f"{field}.kinds.{j}",
+                f"{kind!r} is not a ticket kind; valid: {', '.join(TICKET_KINDS)}",
+            )
+    for j, language in enumerate(rule.languages):
+        if language.strip() and not LANGUAGE_TAG.fullmatch(language.strip()):
+            raise InvalidInput(
+                f"{field}.languages.{j}",
+                f"{language!r} is not a language tag like en or pt-br",
+            )
+
+
 async def set_rules(
     conn: Conn,
     store: EventStore,
@@ -323,6 +348,8 @@ async def set_rules(
     meta: Metadata,
     expected: int | None,
 ) -> RoutingRules:
+    for i, rule in enumerate(rules):
+        check_rule(rule, f"rules.{i}")
     known = await routing_view.queue_ids(conn)
     for i, rule in enumerate(rules):
         if rule.queue_id not in known:

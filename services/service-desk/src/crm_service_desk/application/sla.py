@@ -9,8 +9,12 @@ Jobs (``sla_jobs(ctx)``, merged into the service's scheduler by ``jobs.py``):
 - ``sla.evaluate``: measures each open ticket's targets in business minutes and upserts
   ``sla_states``; records ``crm.service.sla.at_risk_flagged`` / ``crm.service.sla.breached``
   once per target and episode (the ``sla-<ticket>`` stream is the authority; a per-ticket
-  advisory lock serialises evaluations). A breach that an ``sla_breach`` escalation rule covers
-  escalates in the same transaction.
+  advisory lock serialises evaluations, each of which reads the ticket under that lock). A
+  breach that an ``sla_breach`` escalation rule covers escalates in the same transaction.
+  The ticket commands that move a clock (opening, a status change, the first public reply, a
+  priority change) run the same evaluation for their ticket in their own transaction
+  (``evaluate_ticket``), so the SLA state is there with the command; the job is what notices
+  time passing (at risk, breached) and catches up policy and calendar changes.
 - ``sla.escalate``: ``no_public_answer`` rules over open tickets.
 - ``sla.escalation_mail``: e-mails the rule's managers after the commit; a failure is retried
   on later ticks (up to ``MAX_MAIL_ATTEMPTS``).
@@ -117,6 +121,12 @@ async def set_policy(
     at_risk_percent: int,
     expected: int | None,
 ) -> tuple[SlaPolicy, bool]:
+    if first_response_minutes > resolution_minutes:
+        raise InvalidInput(
+            "first_response_minutes",
+            f"{first_response_minutes} is longer than resolution_minutes"
+            f" ({resolution_minutes}): the first response cannot be due after the resolution",
+        )
     if not await sla_view.calendar_exists(conn, calendar_id):
         raise InvalidInput("calendar_id", f"calendar {calendar_id} does not exist")
     repo = Repository(store, SlaPolicy)
@@ -203,33 +213,52 @@ async def evaluate_slas(pool: asyncpg.Pool, store: EventStore, now: datetime) ->
         if not tickets:
             return 0
         cals = await sla_view.calendars(conn)
-        timelines = await sla_view.timelines(conn, tickets)
         rules = (await escalation_rules(conn, store)).rules
     recorded = 0
     for t in tickets:
-        policy = policies[t.priority]
-        calendar = cals.get(policy.calendar_id) or BusinessCalendar.always()
-        measurements = measure(timelines[t.ticket_id], calendar, now)
         async with pool.acquire() as conn, conn.transaction():
-            recorded += await _evaluate_ticket(
-                conn, store, t, policy, calendar, measurements, rules, now
-            )
+            recorded += await _evaluate_ticket(conn, store, t.ticket_id, policies, cals, rules, now)
     return recorded
+
+
+async def evaluate_ticket(conn: Conn, store: EventStore, ticket_id: str, now: datetime) -> int:
+    """Measure one ticket's SLA targets now, in the caller's transaction: what a ticket command
+    that starts, stops, pauses or changes a clock (opening, a priority change, a status change,
+    the first public reply) runs after writing the ``tickets`` row and status spans, so that
+    ``sla_states`` (due times, status) is there with the command, not a scheduler tick later.
+
+    The same evaluation as the ``sla.evaluate`` job's, under the same per-ticket lock: it records
+    the same ``at_risk_flagged`` / ``breached`` events (the ``sla-<ticket>`` stream keeps each at
+    most once per target and episode, whichever path sees it first) and escalates a breach the
+    same way. Returns how many signals were recorded (0 without a policy for the priority)."""
+    policies = await sla_view.policies(conn)
+    if not policies:
+        return 0
+    rules = (await escalation_rules(conn, store)).rules
+    return await _evaluate_ticket(conn, store, ticket_id, policies, None, rules, now)
 
 
 async def _evaluate_ticket(
     conn: Conn,
     store: EventStore,
-    t: TicketRow,
-    policy: SlaPolicySet,
-    calendar: BusinessCalendar,
-    measurements: list[Measurement],
+    ticket_id: str,
+    policies: dict[str, SlaPolicySet],
+    calendars: dict[str, BusinessCalendar] | None,
     rules: list[EscalationRule],
     now: datetime,
 ) -> int:
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"sla:{t.ticket_id}"
-    )
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"sla:{ticket_id}")
+    # The ticket as it is now that the lock is held (not as when a tick listed it): a ticket
+    # command that changed it meanwhile has committed, with its own evaluation.
+    t = await sla_view.ticket(conn, ticket_id)
+    if t is None or t.priority not in policies:
+        return 0
+    policy = policies[t.priority]
+    if calendars is None:
+        calendars = await sla_view.calendars(conn, only=policy.calendar_id)
+    calendar = calendars.get(policy.calendar_id) or BusinessCalendar.always()
+    timeline = (await sla_view.timelines(conn, [t]))[t.ticket_id]
+    measurements = measure(timeline, calendar, now)
     states = await sla_view.states_of(conn, t.ticket_id)
     repo = Repository(store, TicketSla)
     sla: TicketSla | None = None

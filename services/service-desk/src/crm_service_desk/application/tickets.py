@@ -1,20 +1,20 @@
 """Command handlers for tickets: open (any channel), work, converse, resolve, merge, rate.
 
 Each handler runs in the caller's transaction: it loads the ticket, runs the domain command,
-saves the new events, updates the read models and writes any mail to the outbox (sent after
-the commit by ``tickets_mail.send_pending``).
+saves the new events, updates the read models (and, when the events move an SLA clock, the
+ticket's SLA state: ``sla.evaluate_ticket``) and writes any mail to the outbox (sent after the
+commit by ``tickets_mail.send_pending``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from crm_events import EventPayload
 from crm_events.schemas.service import (
     CustomerChannel,
     ProductReturn,
@@ -22,6 +22,8 @@ from crm_events.schemas.service import (
     TicketChannel,
     TicketKind,
     TicketPriority,
+    TicketReplied,
+    TicketUpdated,
 )
 from crm_runtime import people
 from crm_runtime.db import Conn
@@ -29,24 +31,25 @@ from crm_runtime.errors import Conflict, NotFound
 from crm_runtime.eventstore import EventStore, Metadata
 from crm_runtime.repository import Repository, check_version
 from crm_service_desk.adapters import tickets_view
-from crm_service_desk.application import tickets_mail
+from crm_service_desk.application import routing, sla, tickets_mail
 from crm_service_desk.application.tickets_links import Links
 from crm_service_desk.config import DeskSettings
 from crm_service_desk.domain.ticket import Details, Ticket, new_ticket_id, token
 
 log = logging.getLogger(__name__)
 
-Route = Callable[..., Awaitable[Any]]
 
-
-def routing_function() -> Route | None:
-    """SD-B's ``crm_service_desk.application.routing.route``, if this build has it."""
-    try:
-        module = importlib.import_module("crm_service_desk.application.routing")
-    except ImportError:
-        return None
-    route: Route | None = getattr(module, "route", None)
-    return route
+def moves_sla_clock(events: Sequence[EventPayload]) -> bool:
+    """Whether the events start, stop, pause or change a ticket's SLA clock: the opening, a
+    status change (waiting on the customer pauses; resolving, closing, merging stop; reopening
+    starts a new episode), a public reply (the first response) or a new priority (its policy's
+    targets)."""
+    return any(
+        tickets_view.new_status(e) is not None
+        or isinstance(e, TicketReplied)
+        or (isinstance(e, TicketUpdated) and "priority" in e.changed)
+        for e in events
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class TicketHandlers:
             return ticket
         await self.tickets.save(conn, ticket, meta)
         await tickets_view.project(conn, ticket, events, now)
+        if moves_sla_clock(events):  # the SLA state comes with the command, not a tick later
+            await sla.evaluate_ticket(conn, self.store, ticket.id, now)
         return ticket
 
     # --- opening ------------------------------------------------------------------------------
@@ -163,10 +168,7 @@ class TicketHandlers:
         return ticket
 
     async def _route(self, conn: Conn, ticket: Ticket, meta: Metadata, now: datetime) -> None:
-        route = routing_function()
-        if route is None:
-            return
-        decision = await route(
+        decision = await routing.route(
             conn,
             self.store,
             ticket_id=ticket.id,

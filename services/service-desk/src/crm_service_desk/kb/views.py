@@ -19,7 +19,34 @@ from crm_runtime.errors import Conflict
 from crm_service_desk.kb.domain import Article, Category, ts_config_for
 
 QueryMode = Literal["web", "any"]
-SNIPPET_OPTIONS = 'StartSel="**", StopSel="**", MaxWords=35, MinWords=12, MaxFragments=2'
+# Snippets mark the matched words with Markdown bold, ``**word**``. So that a mark is always a
+# match, the body's own bold is left out first: a ``**`` at a word's edge (after a non-word
+# character and before a non-space one, or the other way round), as in ``**Note:**``. A ``**``
+# inside a word or between spaces is text and stays: ``2**3``, ``2 ** 3``. ts_headline marks
+# with two control characters (taken out of the body first) that become ``**`` at the end; one
+# right beside a ``**`` the body kept (``2**3`` when ``3`` matched) takes its place, so no mark
+# is doubled (``2**3**``, never ``2****3**``).
+_MARK_START, _MARK_STOP = "\x01", "\x02"
+_BOLD_EDGE = r"(?<![[:alnum:]])\*\*(?=[^[:space:]])|(?<=[^[:space:]])\*\*(?![[:alnum:]])"
+SNIPPET_OPTIONS = (
+    f'StartSel="{_MARK_START}", StopSel="{_MARK_STOP}", MaxWords=35, MinWords=12, MaxFragments=2'
+)
+
+
+def snippet_sql(config: str, body: str, query: str) -> str:
+    """The SQL expression of a body's snippet (see above), from SQL expressions of the text
+    search configuration, the body and the tsquery."""
+    marks = f"{_MARK_START}{_MARK_STOP}"
+    text = f"regexp_replace(translate({body}, '{marks}', ''), '{_BOLD_EDGE}', '', 'g')"
+    headline = f"ts_headline({config}, {text}, {query}, '{SNIPPET_OPTIONS}')"
+    for old, new in (
+        (f"**{_MARK_START}", _MARK_START),
+        (f"{_MARK_STOP}**", _MARK_STOP),
+        (_MARK_START, "**"),
+        (_MARK_STOP, "**"),
+    ):
+        headline = f"replace({headline}, '{old}', '{new}')"
+    return headline
 
 
 # --- categories -----------------------------------------------------------------------------
@@ -297,13 +324,9 @@ def search_sql(
         r, i = len(params) - 1, len(params)
         page_where = f"WHERE h.rank < ${r} OR (h.rank = ${r} AND h.article_id > ${i})"
     params.append(limit)
-    # The marks are Markdown's bold: the body's own ** (Markdown bold) is left out of the
-    # snippet, so "When **payment** fails" is not marked as "When ****payment****".
-    snippet = (
-        f"ts_headline(h.ts_config, replace(a.body, '**', ''), h.query, '{SNIPPET_OPTIONS}')"
-        if snippets
-        else "NULL::text"
-    )
+    # The marks are Markdown's bold; the body's own bold is left out (see snippet_sql), so
+    # "When **payment** fails" is not marked as "When ****payment****", and 2**3 stays.
+    snippet = snippet_sql("h.ts_config", "a.body", "h.query") if snippets else "NULL::text"
     # One probe per configuration (LATERAL + OFFSET 0 keep it a nested loop, so each probe can
     # use the GIN index); bodies are read for the snippets of the page only.
     sql = f"""

@@ -21,7 +21,7 @@ from crm_runtime.http.commands import (
 )
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import routing_view
-from crm_service_desk.application.routing import current_rules, set_rules
+from crm_service_desk.application.routing import TICKET_KINDS, current_rules, set_rules
 from crm_service_desk.domain.routing import RULES_ID, RoutingRules, TicketRouting
 from crm_service_desk.entrypoints.api.agents import (
     ConfigReader,
@@ -62,7 +62,10 @@ class RulesIn(BaseModel):
     )
 
     rules: list[RoutingRule] = Field(
-        max_length=500, description="in order: the first rule that matches a ticket wins"
+        max_length=500,
+        description="in order: the first rule that matches a ticket wins. `kinds` are ticket"
+        " kinds (" + ", ".join(TICKET_KINDS) + "), `languages` language tags (en, pt-br);"
+        " anything else is a 422 naming the rule's field",
     )
     default_queue_id: QueueRef | None = Field(
         default=None, description="where tickets go when no rule matches"

@@ -396,10 +396,21 @@ class SlaState(BaseModel):
     customer_id: str | None = None
 
 
+IncludeBreached = Annotated[
+    bool,
+    Query(
+        description="also list targets already breached (default); false: only those at risk"
+        " and not breached yet. The same parameter and default as GET /views/at-risk"
+    ),
+]
+
+
 @router.get(
     "/sla/at-risk",
     response_model=Page[SlaState],
-    summary="Open tickets at risk of an SLA breach (and breached ones, if asked), soonest first",
+    summary="Running SLA targets of open tickets at risk or breached, the soonest due first",
+    description="The rows GET /views/at-risk lists (same filter and order), with the whole SLA"
+    " state and cursor pages. `status` says at_risk or breached.",
 )
 async def at_risk(
     ctx: CtxDep,
@@ -408,7 +419,7 @@ async def at_risk(
     limit: Limit = 50,
     queue_id: str | None = None,
     assignee_id: str | None = None,
-    include_breached: bool = False,
+    include_breached: IncludeBreached = True,
 ) -> Page[SlaState]:
     after = decode_cursor(cursor)
     key = (

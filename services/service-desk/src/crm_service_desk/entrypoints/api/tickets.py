@@ -30,7 +30,7 @@ from crm_runtime.repository import check_version
 from crm_service_desk import access
 from crm_service_desk.access import Reader, Worker
 from crm_service_desk.adapters import tickets_view
-from crm_service_desk.application import tickets_mail
+from crm_service_desk.application import routing, tickets_mail
 from crm_service_desk.application.tickets import OpenTicket, TicketHandlers
 from crm_service_desk.application.tickets_links import Links
 from crm_service_desk.config import DeskSettings
@@ -347,24 +347,16 @@ async def assign_ticket(
 
 
 async def _check_queue(conn: Conn, queue_id: str) -> None:
-    """422 (field ``queue_id``) for a queue SD-B's routing does not know (when it is installed),
-    as ``PUT /agents`` and ``PUT /routing-rules`` answer."""
-    try:
-        from crm_service_desk.application import routing
-    except ImportError:
-        return
+    """422 (field ``queue_id``) for a queue routing does not know, as ``PUT /agents`` and
+    ``PUT /routing-rules`` answer."""
     await routing.check_queue(conn, queue_id, "queue_id")
 
 
 async def _reassign(
     conn: Conn, ctx: ServiceContext, ticket: Ticket, assignee: str, user: Principal
 ) -> str | None:
-    """SD-B's routing validates and records a manual reassignment (when it is installed);
-    returns the queue it puts the ticket in."""
-    try:
-        from crm_service_desk.application import routing
-    except ImportError:
-        return None
+    """Routing validates and records a manual reassignment; returns the queue it puts the
+    ticket in."""
     decision = await routing.reassign(
         conn,
         ctx.store,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from crm_runtime.http.app import CtxDep
 from crm_service_desk.access import Reader
+from crm_service_desk.adapters import sla_view
 
 router = APIRouter(prefix="/views", tags=["operational views"])
 
@@ -141,24 +142,34 @@ async def oldest_waiting(
     "/at-risk",
     response_model=AtRisk,
     summary="Open tickets whose SLA is at risk or breached, the soonest due first",
+    description="One item per running SLA target at risk or breached (`sla_status`), the rows"
+    " GET /sla/at-risk lists (same query, filters and order; that one pages with a cursor and"
+    " gives the whole SLA state).",
 )
 async def at_risk(
-    ctx: CtxDep, user: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ctx: CtxDep,
+    user: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    queue_id: str | None = None,
+    assignee_id: str | None = None,
+    include_breached: Annotated[
+        bool,
+        Query(
+            description="also list targets already breached (default); false: only those at"
+            " risk and not breached yet. The same parameter and default as GET /sla/at-risk"
+        ),
+    ] = True,
 ) -> AtRisk:
     async with ctx.pool.acquire() as conn:
         if not await conn.fetchval("SELECT to_regclass('sla_states') IS NOT NULL"):
             return AtRisk(sla_available=False, items=[])
-        rows = await conn.fetch(
-            """
-            SELECT t.ticket_id, t.subject, t.status, t.priority, t.queue_id, t.assignee_id,
-                   s.target, s.status AS sla_status, s.due_at
-            FROM sla_states s JOIN tickets t ON t.ticket_id = s.ticket_id
-            WHERE s.stopped_at IS NULL AND s.status IN ('at_risk', 'breached')
-              AND t.status NOT IN ('resolved', 'closed', 'merged')
-            ORDER BY s.due_at NULLS LAST, t.ticket_id
-            LIMIT $1
-            """,
-            limit,
+        rows = await sla_view.at_risk(
+            conn,
+            limit=limit,
+            after=None,
+            queue_id=queue_id,
+            assignee_id=assignee_id,
+            include_breached=include_breached,
         )
     return AtRisk(
         sla_available=True,
@@ -166,14 +177,14 @@ async def at_risk(
             AtRiskTicket(
                 id=r["ticket_id"],
                 subject=r["subject"],
-                status=r["status"],
-                priority=r["priority"],
+                status=r["ticket_status"],
+                priority=r["ticket_priority"],
                 queue_id=r["queue_id"],
                 assignee_id=r["assignee_id"],
                 target=r["target"],
-                sla_status=r["sla_status"],
+                sla_status=r["status"],
                 due_at=r["due_at"],
             )
-            for r in rows
+            for r in rows[:limit]  # (at_risk reads one more, to tell that a page follows)
         ],
     )
