@@ -6,12 +6,14 @@ import asyncio
 import random
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
 
 from crm_runtime.errors import ConcurrencyError
 from crm_runtime.eventstore import Checkpoint, EventStore, Metadata, NewEvent
+from crm_runtime.relay import _FETCH as relay_fetch
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +118,41 @@ async def test_late_commit_is_not_skipped(pool: asyncpg.Pool, early_txid: bool) 
     finally:
         await pool.release(a_conn)
         await pool.release(b_conn)
+
+
+async def test_a_writer_in_another_database_does_not_hold_readers_back(
+    pool: asyncpg.Pool, fresh_db: Any
+) -> None:
+    """Transaction ids are cluster-wide, but only this database's transactions can still add
+    events here: a long write transaction of another service's database on the same server
+    holds neither ``read_committed`` nor the relay's read back. One in this database does."""
+    store = EventStore(pool, "/crm/test")
+    neighbour = await asyncpg.connect(await fresh_db())
+    same = await pool.acquire()
+    try:
+        other_tx = neighbour.transaction()
+        await other_tx.start()
+        await neighbour.fetchval("SELECT pg_current_xact_id()")  # a writer: it holds an id
+        async with pool.acquire() as conn:
+            first = await store.append(conn, "s-1", "t", 0, [ev(1)])
+        seen = await store.read_committed(Checkpoint())
+        assert [e.event_id for e in seen] == [first[0].event_id]
+        relayed = await pool.fetch(relay_fetch, "0", 0, 100)
+        assert [r[0] for r in relayed] == [first[0].position]
+
+        same_tx = same.transaction()  # an open writer here, older than the next event
+        await same_tx.start()
+        await same.fetchval("SELECT pg_current_xact_id()")
+        async with pool.acquire() as conn:
+            second = await store.append(conn, "s-2", "t", 0, [ev(2)])
+        assert await store.read_committed(seen[-1].checkpoint) == []
+        await same_tx.rollback()
+        after = await store.read_committed(seen[-1].checkpoint)
+        assert [e.event_id for e in after] == [second[0].event_id]
+        await other_tx.rollback()
+    finally:
+        await pool.release(same)
+        await neighbour.close()
 
 
 async def test_sixteen_concurrent_writers_catch_up_reader_misses_nothing(

@@ -3,8 +3,8 @@
 Catch-up order is (txid, position). Positions are taken at insert time but transactions commit
 in another order, so a reader that follows ``position > cursor`` can pass over an event whose
 transaction commits later. Readers here only read events whose transaction id is below the
-oldest transaction still running (``pg_snapshot_xmin``): every such transaction has ended, so
-the set below that horizon never grows again, and (txid, position) orders it stably.
+oldest transaction still running in this database (``HORIZON``): every such transaction has
+ended, so the set below that horizon never grows again, and (txid, position) orders it stably.
 """
 
 from __future__ import annotations
@@ -25,6 +25,25 @@ from crm_events.envelope import KafkaRecord, binary_record
 from crm_runtime.db import Conn
 from crm_runtime.errors import ConcurrencyError, InvalidInput
 from crm_runtime.unit_of_work import NOTIFY_SETTING, CommandConnection, CommitNotifier
+
+# The catch-up horizon, as of the statement's snapshot: the oldest transaction still running
+# that may have written to this database's events, else the snapshot's xmax. Transaction ids are
+# cluster-wide, and PostgreSQL's own ``pg_snapshot_xmin`` is the oldest running transaction of
+# any database of the cluster: with the services' databases on one server (``crm up``), every
+# busy neighbour (a consumer's batch, a projection) held each relay back, 50-100 ms at a time,
+# often back to back. A transaction is left out only while pg_stat_activity shows it running in
+# another database (a backend never changes database). One that ended between the snapshot and
+# that look, or cannot be seen there, still counts: the horizon can only be lower than needed,
+# never higher. Ids are compared on their low 32 bits (pg_stat_activity's ``xid``): the
+# snapshot's running ids lie within 2^31 of each other.
+HORIZON = """(
+    SELECT coalesce(min(running), pg_snapshot_xmax(pg_current_snapshot()))
+    FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+    WHERE (running::text::bigint & 4294967295) NOT IN (
+        SELECT backend_xid::text::bigint FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datname IS NOT NULL AND datname <> current_database()
+    )
+)"""
 
 _COLUMNS = (
     "position, txid::text::bigint AS txid, stream_id, stream_type, version, event_id, event_type,"
@@ -410,7 +429,7 @@ class EventStore:
         q = (
             f"SELECT {_COLUMNS} FROM events"
             " WHERE (txid, position) > ($1::text::xid8, $2::bigint)"
-            "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+            f"   AND txid < {HORIZON}"
             " ORDER BY events.txid, events.position LIMIT $3"
         )
         if conn is not None:
@@ -435,7 +454,7 @@ class EventStore:
             " metadata->>'causation_id' AS causation_id, occurred_at"
             " FROM events"
             " WHERE (txid, position) > ($1::text::xid8, $2::bigint)"
-            "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+            f"   AND txid < {HORIZON}"
             " ORDER BY events.txid, events.position LIMIT $3"
         )
         if conn is not None:

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 from crm_events import context_topic, public_topic, registry
 from crm_events.envelope import JSON_CONTENT_TYPE_B, SPEC_VERSION_B
 from crm_runtime import kafka
-from crm_runtime.eventstore import Checkpoint, EventStore
+from crm_runtime.eventstore import HORIZON, Checkpoint, EventStore
 from crm_runtime.settings import Settings
 from crm_runtime.tasks import sleep_or_stop
 
@@ -37,7 +37,7 @@ RELAY_LOCK_BASE = 7_364_100
 # running transaction), each as the bytes of its Kafka record in CloudEvents binary mode, as
 # ``crm_events.envelope.binary_record`` builds them: key = subject, or the stream id without one;
 # value = the payload's JSON text; ``ce_time`` in RFC 3339 with ``Z`` and microseconds unless 0.
-_FETCH = """
+_FETCH = f"""
 SELECT position, txid::text::bigint,
        convert_to(event_type, 'UTF8'),
        convert_to(coalesce(nullif(subject, ''), stream_id), 'UTF8'),
@@ -55,7 +55,7 @@ SELECT position, txid::text::bigint,
        convert_to(metadata->>'causation_id', 'UTF8')
 FROM events
 WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+  AND txid < {HORIZON}
 ORDER BY events.txid, events.position
 LIMIT $3
 """
