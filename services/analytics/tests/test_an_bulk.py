@@ -248,3 +248,40 @@ async def test_a_part_that_fails_leaves_no_marks_and_one_connection_is_enough(
         await wide.close()
         await narrow.close()
         await reference.close()
+
+
+async def test_whole_batches_leave_every_table_as_one_event_at_a_time(
+    fresh_db: Callable[..., Any],
+) -> None:
+    # The customer and marketing projections send a batch in waves (crm_analytics.pipelined):
+    # the statements of different customers, deals, invoices, messages and leads reordered
+    # among each other. Merges, reassignments, a deal's and an invoice's lives, redeliveries:
+    # the tables end exactly as when each event is its own transaction.
+    # ... and a deal whose events change subject within a batch (as after a merge): its row is
+    # written from two customers' queues, so the second must wait for the first.
+    moving = [
+        ev(
+            "crm.sales.lead.captured", "cust-a", 1, "lead-a", lead_id="lead-a", customer_id="cust-a"
+        ),
+        ev("crm.sales.deal.opened", "cust-a", 2, "deal-m", deal_id="deal-m", customer_id="cust-a"),
+        ev("crm.sales.deal.stage_changed", "cust-b", 3, "deal-m", deal_id="deal-m"),
+    ]
+    items = records() + [
+        ConsumedRecord("crm.x.events", 1, i, k.key, k.value, k.headers)
+        for i, k in enumerate(e.to_kafka() for e in moving)
+    ]
+    single = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
+    batched = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
+    try:
+        await feed(single, items, batch=1)
+        await feed(batched, items, batch=len(items))  # one transaction
+        async with single.acquire() as a, batched.acquire() as b:
+            expected, got = await snapshot(a), await snapshot(b)
+        for table in expected:
+            assert got[table] == expected[table], table
+        assert len(expected["customer_deals"]) > 5 and len(expected["message_facts"]) > 5
+        stage = await single.fetchval("SELECT stage FROM customer_deals WHERE deal_id = 'deal-m'")
+        assert stage == moving[2].data["to_stage"] != moving[1].data["stage"]
+    finally:
+        await single.close()
+        await batched.close()
