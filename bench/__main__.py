@@ -18,6 +18,7 @@ from bench import (
     inbound_bench,
     kb_bench,
     latency,
+    platform_bench,
     rebuild_bench,
     relay_bench,
     segment_bench,
@@ -44,6 +45,7 @@ BENCHES = (
     "relay",
     "api",
     "latency",
+    "platform",
     "rebuild",
     "kb",
     "inbound",
@@ -78,9 +80,12 @@ async def run_all(
         if want("api"):
             logs = workdir / "logs"
             figures += await api_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
-        if want("latency"):
+        if want("latency") and not (smoke and want("platform")):  # smoke: "platform" runs it
             logs = workdir / "logs"
             figures += await latency.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
+        if want("platform"):
+            logs = workdir / "logs"
+            figures += await platform_bench.run(pg.url, broker.bootstrap, smoke=smoke, logs=logs)
         if want("rebuild"):
             figures += await rebuild_bench.run(pg.url, broker.bootstrap, smoke=smoke)
         if want("kb"):
