@@ -4,7 +4,9 @@ correlation ids, problem responses, port checks and the token CLI."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -238,3 +240,22 @@ async def test_background_tasks_run_beside_the_api_and_stop_with_it(
         await asyncio.sleep(0.05)
         assert seen == ["started with marketing"]
     assert seen == ["started with marketing", "stopped"]
+
+
+def test_logged_database_errors_leave_out_the_row_values_postgresql_quotes() -> None:
+    import asyncpg
+
+    from crm_runtime.logs import JsonFormatter
+
+    try:
+        error = asyncpg.exceptions.NotNullViolationError(
+            'null value in column "priority" of relation "tasks" violates not-null constraint'
+        )
+        error.detail = "Failing row contains (t-1, Call Ada at ada@example.com, null)."
+        raise error
+    except asyncpg.PostgresError:
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "unhandled error", None, None)
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter("sales").format(record)
+    assert "ada@example.com" not in line and "Call Ada" not in line
+    assert "violates not-null constraint" in line and "withheld" in line

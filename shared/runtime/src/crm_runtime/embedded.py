@@ -120,6 +120,10 @@ class EmbeddedPostgres:
         self._server = pgserver.get_server(  # type: ignore[attr-defined]
             str(self.data_dir), cleanup_mode="stop" if self.keep else "delete"
         )
+        # The server's own log (in the data directory) without DETAIL lines: "Failing row
+        # contains (...)" and "Key (email)=(...)" quote row values, personal data among them.
+        self._server.psql("ALTER SYSTEM SET log_error_verbosity = 'terse'")
+        self._server.psql("SELECT pg_reload_conf()")
         return self
 
     @property

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+# PostgreSQL's error details quote row values ("Failing row contains (..., ada@example.com)",
+# "Key (email)=(ada@example.com) already exists"), and asyncpg puts them in the exception's text.
+_DB_DETAIL = re.compile(r"^(DETAIL|HINT):  .*$", re.MULTILINE)
+DB_DETAIL_WITHHELD = r"\1:  (withheld from the log: it may quote row values)"
+
+
 class JsonFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        """The traceback, without PostgreSQL's DETAIL/HINT lines (they may hold personal data)."""
+        return _DB_DETAIL.sub(DB_DETAIL_WITHHELD, super().formatException(ei))
+
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
