@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller
@@ -14,17 +15,23 @@ from crm_sales.app import create_app
 
 
 @pytest.fixture
-async def sales(
+async def sales_app(
     fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[FastAPI]:
+    """The app, started (its database migrated); ``app.state.ctx.pool`` reaches the database."""
     url = await fresh_db("crm_sales")
     app = create_app(
         settings_for("sales", database_url=url, scheduler_enabled=False, consumers_enabled=False)
     )
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:
-            yield c
+        yield app
+
+
+@pytest.fixture
+async def sales(sales_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=sales_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sales") as c:
+        yield c
 
 
 @pytest.fixture

@@ -310,6 +310,38 @@ async def test_bad_quote_input_is_named_and_changes_nothing(meg: Caller, alice: 
     assert "lost" in problem(await alice.post("/quotes", json={"deal_id": d["id"]}), 409)["detail"]
 
 
+async def test_sending_with_an_idempotency_key_sends_once(
+    alice: Caller, catcher: MailCatcher
+) -> None:
+    """The same Idempotency-Key twice sent two e-mails (and recorded a re-send)."""
+    c = await contact(alice, email="ada@example.com")
+    q = await quote(alice, (await deal(alice, c["id"]))["id"])
+    url = f"/quotes/{q['id']}/send"
+    key = {"Idempotency-Key": "send-1"}
+    first = await alice.post(url, json={"message": "Hi"}, headers=key)
+    assert first.status_code == 200, first.text
+    again = await alice.post(url, json={"message": "Hi"}, headers=key)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json() and again.headers["ETag"] == first.headers["ETag"]
+    # two at once with a new key: the second waits for the first, then replays it
+    both = await asyncio.gather(
+        *(alice.post(url, headers={"Idempotency-Key": "send-2"}) for _ in range(2))
+    )
+    assert sorted(r.status_code for r in both) == [200, 200]
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in both) == 1
+    assert len(catcher.store.list()) == 2  # send-1 once, send-2 once
+    assert await types(alice, f"/quotes/{q['id']}") == [
+        "crm.sales.quote.drafted", "crm.sales.quote.sent", "crm.sales.quote.sent",
+    ]  # fmt: skip
+    other = await alice.post(url, json={"message": "Other"}, headers=key)
+    assert problem(other, 422)["errors"][0]["field"] == "Idempotency-Key"
+    long_key = {"Idempotency-Key": "k" * 201}
+    assert problem(await alice.post(url, headers=long_key), 422)["errors"][0]["field"] == (
+        "Idempotency-Key"
+    )
+    assert len(catcher.store.list()) == 2
+
+
 async def test_sending_e_mails_the_rendered_quote_and_freezes_it(
     app: FastAPI, alice: Caller, catcher: MailCatcher
 ) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
 
 import pytest
+from fastapi import FastAPI
 
 from crm_runtime.testing import ApiCaller as Caller
 
@@ -93,6 +96,69 @@ async def test_multi_currency_records_the_rate_of_the_day(as_user: Callable[...,
     assert (await rep.put("/exchange-rates/USD", json={"rate": "1"})).status_code == 403
 
 
+async def test_base_amounts_follow_each_currencys_minor_unit(
+    as_user: Callable[..., Caller],
+) -> None:
+    """The rate is one major unit in the base currency: 1,000,000 JPY (no decimals) at 0.0061 is
+    6,100.00 EUR = 610,000 cents; 1.000 KWD (3 decimals: 1,000 fils) at 2.98 is 298 cents."""
+    meg = as_user("sales_manager", user="meg", team="emea")
+    assert (await meg.put("/exchange-rates/JPY", json={"rate": "0.0061"})).status_code == 204
+    assert (await meg.put("/exchange-rates/KWD", json={"rate": "2.98"})).status_code == 204
+    c = await contact(meg)
+    amounts = {"JPY": 1_000_000, "KWD": 1_000, "EUR": 11_700}
+    ids = {}
+    for currency, amount in amounts.items():
+        r = await meg.post(
+            "/deals",
+            json={
+                "name": currency, "contact_id": c["id"], "currency": currency,
+                "amount_minor": amount, "owner_id": "meg",
+            },
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        ids[currency] = r.json()["id"]
+    listed = {d["currency"]: d for d in (await meg.get("/deals")).json()["items"]}
+    base = {k: Decimal(d["amount_base"]) for k, d in listed.items()}
+    assert base == {"JPY": 610_000, "KWD": 298, "EUR": 11_700}  # EUR cents
+    board = (await meg.get("/pipelines/default/board")).json()
+    first = next(col for col in board["columns"] if col["stage"] == "identified")
+    assert first["amount_base_minor"] == 610_000 + 298 + 11_700
+    assert first["weighted_base_minor"] == round((610_000 + 298 + 11_700) * 0.1)
+    # A new currency on PATCH takes its own minor unit (and the rate of the day) along.
+    r = await meg.patch(f"/deals/{ids['KWD']}", json={"currency": "JPY", "amount_minor": 500})
+    assert r.status_code == 200, r.text
+    listed = {d["id"]: d for d in (await meg.get("/deals")).json()["items"]}
+    assert Decimal(listed[ids["KWD"]]["amount_base"]) == Decimal("305")  # 500 x 0.0061 x 100
+
+
+async def test_migration_corrects_base_amounts_stored_before(
+    as_user: Callable[..., Caller], sales_app: FastAPI
+) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    await meg.put("/exchange-rates/JPY", json={"rate": "0.0061"})
+    await meg.put("/exchange-rates/KWD", json={"rate": "2.98"})
+    await meg.put("/exchange-rates/USD", json={"rate": "0.92"})
+    c = await contact(meg)
+    for currency, amount in {"JPY": 1_000_000, "KWD": 1_000, "USD": 10_000}.items():
+        body = {"name": currency, "contact_id": c["id"], "currency": currency}
+        r = await meg.post("/deals", json={**body, "amount_minor": amount, "owner_id": "meg"})
+        assert r.status_code == 201, r.text
+    sql = (
+        resources.files("crm_sales") / "migrations" / "0006_deal_amount_base_minor_units.sql"
+    ).read_text()
+    async with sales_app.state.ctx.pool.acquire() as conn:
+        # the rows as the code before wrote them: amount_minor x rate
+        await conn.execute(
+            "UPDATE deals d SET amount_base = d.amount_minor * r.rate"
+            " FROM exchange_rates r WHERE r.currency = d.currency"
+        )
+        await conn.execute(sql)
+        rows = await conn.fetch("SELECT currency, amount_base FROM deals")
+    assert {r["currency"]: r["amount_base"] for r in rows} == {
+        "JPY": 610_000, "KWD": 298, "USD": 9_200,
+    }  # fmt: skip
+
+
 async def test_line_items_set_the_amount(as_user: Callable[..., Caller]) -> None:
     alice = as_user("sales_rep", user="alice")
     c = await contact(alice)
@@ -109,6 +175,46 @@ async def test_line_items_set_the_amount(as_user: Callable[..., Caller]) -> None
         },
     )
     assert r.status_code == 201 and r.json()["amount_minor"] == 40 * 12_000 + 150_000
+
+
+async def test_null_for_a_required_deal_term_is_a_422(as_user: Callable[..., Caller]) -> None:
+    """A null name or currency was ignored with a 200; amount and lines likewise."""
+    alice = as_user("sales_rep", user="alice")
+    c = await contact(alice)
+    body = {"name": "Seats", "contact_id": c["id"], "currency": "EUR", "amount_minor": 5_000}
+    deal = (await alice.post("/deals", json={**body, "expected_close": "2027-01-31"})).json()
+    url = f"/deals/{deal['id']}"
+    for field in ("name", "currency", "amount_minor", "lines"):
+        r = await alice.patch(url, json={field: None})
+        assert r.status_code == 422, (field, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await alice.get(url)).json()["version"] == 1  # nothing changed
+    cleared = await alice.patch(url, json={"expected_close": None})
+    assert cleared.status_code == 200 and cleared.json()["expected_close"] is None
+
+
+async def test_the_amount_of_a_deal_with_lines_is_theirs(as_user: Callable[..., Caller]) -> None:
+    """PATCH amount_minor on a deal with line items answered 200 and changed nothing."""
+    alice = as_user("sales_rep", user="alice")
+    c = await contact(alice)
+    lines = [{"name": "Seat", "quantity": 4, "unit_price_minor": 2_500}]
+    body = {"name": "Seats", "contact_id": c["id"], "currency": "EUR", "lines": lines}
+    r = await alice.post("/deals", json={**body, "amount_minor": 7_000})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount_minor"
+    assert "10000" in r.json()["errors"][0]["reason"]
+    deal = (await alice.post("/deals", json={**body, "amount_minor": 10_000})).json()
+    url = f"/deals/{deal['id']}"
+    r = await alice.patch(url, json={"amount_minor": 7_000})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount_minor"
+    assert "lines" in r.json()["errors"][0]["reason"]
+    r = await alice.patch(url, json={"amount_minor": 7_000, "lines": lines})
+    assert r.status_code == 422
+    assert (await alice.get(url)).json()["version"] == 1
+    assert (await alice.patch(url, json={"amount_minor": 10_000})).status_code == 200  # the sum
+    r = await alice.patch(url, json={"amount_minor": 7_000, "lines": []})
+    assert r.status_code == 200 and (r.json()["amount_minor"], r.json()["lines"]) == (7_000, [])
+    r = await alice.patch(url, json={"lines": lines})  # lines again: their sum
+    assert r.status_code == 200 and r.json()["amount_minor"] == 10_000
 
 
 async def test_custom_pipeline_and_stage_removal_rules(as_user: Callable[..., Caller]) -> None:

@@ -202,6 +202,29 @@ async def test_activities_and_tasks(as_user: Callable[..., Caller]) -> None:
     ]
 
 
+async def test_null_for_a_required_task_field_is_a_422_and_logs_nothing(
+    as_user: Callable[..., Caller], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A null title or priority was a NOT NULL violation: a 500, and PostgreSQL's "Failing row
+    contains (…)" — the task's text, a person's name and address — in the log."""
+    meg = as_user("sales_manager", user="meg", team="emea")
+    title = "Call Grace Hopper at grace@navy.example.com"
+    task = (await meg.post("/tasks", json={"title": title})).json()
+    url = f"/tasks/{task['id']}"
+    for field in ("title", "priority"):
+        r = await meg.patch(url, json={field: None})
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+    got = (await meg.get(url)).json()
+    assert (got["title"], got["priority"], got["version"]) == (title, "normal", 1)  # unchanged
+    # the fields that may be empty still clear with null
+    r = await meg.patch(url, json={"due_at": None, "assignee_id": None})
+    assert r.status_code == 200 and r.json()["assignee_id"] is None
+    assert not [rec for rec in caplog.records if rec.levelno >= 40], caplog.text
+    assert "grace" not in caplog.text.lower()
+
+
 @pytest.fixture
 async def with_mail(
     tmp_path: Path, fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]

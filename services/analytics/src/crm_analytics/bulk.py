@@ -29,6 +29,7 @@ from crm_analytics import service as sv
 from crm_analytics import timeline as tl
 from crm_analytics import visits as vi
 from crm_events import CloudEvent
+from crm_events.money import minor_digits, to_base_minor
 from crm_runtime.db import Conn
 
 KNOWN = frozenset(
@@ -305,8 +306,8 @@ class BulkState:
         elif t == "crm.sales.deal.won":
             deal = self.funnel.get(d["deal_id"])
             if deal is not None:
-                digits = mk.MINOR_DIGITS.get(d["currency"], 2)
-                won = Decimal(d["amount_minor"]) / Decimal(10**digits) * deal["exchange_rate"]
+                digits = minor_digits(d["currency"])
+                won = Decimal(d["amount_minor"]).scaleb(-digits) * deal["exchange_rate"]
                 deal.update(
                     won_at=at, won_base=won.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
                 )
@@ -522,7 +523,9 @@ def _deal_opened(s: BulkState, row: dict[str, Any], d: dict[str, Any], at: datet
         "deal_id": d["deal_id"], "customer_id": row["customer_id"], "name": d["name"],
         "stage": d["stage"], "status": "open", "probability": d["probability"],
         "amount_minor": d["amount_minor"], "currency": d["currency"],
-        "amount_base": Decimal(d["amount_minor"]) * Decimal(d["exchange_rate"]),
+        "amount_base": to_base_minor(
+            d["amount_minor"], d["currency"], d["exchange_rate"], d["base_currency"]
+        ),
         "base_currency": d["base_currency"], "owner_id": d.get("owner_id"), "updated_at": at,
     }  # fmt: skip
 
@@ -535,10 +538,13 @@ def _deal_stage(s: BulkState, row: dict[str, Any], d: dict[str, Any], at: dateti
 
 def _deal_updated(s: BulkState, row: dict[str, Any], d: dict[str, Any], at: datetime) -> None:
     deal = s.deals.get(d["deal_id"])
-    if deal is not None and ("amount_minor" in d["changed"] or "currency" in d["changed"]):
+    if deal is not None and {"amount_minor", "currency", "exchange_rate"} & set(d["changed"]):
         deal.update(
             amount_minor=d["amount_minor"], currency=d["currency"],
-            amount_base=Decimal(d["amount_minor"]) * Decimal(d["exchange_rate"]), updated_at=at,
+            amount_base=to_base_minor(
+                d["amount_minor"], d["currency"], d["exchange_rate"], deal["base_currency"]
+            ),
+            updated_at=at,
         )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from crm_analytics.pipelined import apply_pipelined
 from crm_events import CloudEvent, EventPayload, registry
+from crm_events.money import base_factor_sql, to_base_minor
 from crm_runtime.db import Conn
 
 # Events that are an interaction with the customer (the "last touch"); other contexts' types
@@ -179,7 +180,7 @@ async def _account_updated(conn: Conn, c: str, d: dict[str, Any], at: datetime) 
 
 
 async def _deal_opened(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
-    base = Decimal(d["amount_minor"]) * Decimal(d["exchange_rate"])
+    base = to_base_minor(d["amount_minor"], d["currency"], d["exchange_rate"], d["base_currency"])
     await conn.execute(
         """
         INSERT INTO customer_deals (deal_id, customer_id, name, stage, status, probability,
@@ -213,16 +214,20 @@ async def _deal_stage(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> No
     )
 
 
+# amount_base of an updated deal: amount_minor x rate x 10^(base digits - currency digits), with
+# the base currency the row holds (a deal keeps the one it opened with; the event does not say).
+_UPDATED_BASE = f"$2::bigint * $4::numeric * {base_factor_sql('$3::text', 'base_currency')}"
+
+
 async def _deal_updated(conn: Conn, c: str, d: dict[str, Any], at: datetime) -> None:
-    if "amount_minor" in d["changed"] or "currency" in d["changed"]:
-        base = Decimal(d["amount_minor"]) * Decimal(d["exchange_rate"])
+    if {"amount_minor", "currency", "exchange_rate"} & set(d["changed"]):
         await conn.execute(
-            "UPDATE customer_deals SET amount_minor = $2, currency = $3, amount_base = $4,"
-            " updated_at = $5 WHERE deal_id = $1",
+            "UPDATE customer_deals SET amount_minor = $2, currency = $3,"
+            f" amount_base = {_UPDATED_BASE}, updated_at = $5 WHERE deal_id = $1",
             d["deal_id"],
             d["amount_minor"],
             d["currency"],
-            base,
+            Decimal(d["exchange_rate"]),
             at,
         )
 

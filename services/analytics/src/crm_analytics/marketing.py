@@ -11,6 +11,7 @@ from typing import Any
 
 from crm_analytics.pipelined import apply_pipelined
 from crm_events import CloudEvent, EventPayload
+from crm_events.money import minor_digits
 from crm_runtime.db import Conn
 
 MESSAGE_STEPS = {
@@ -31,7 +32,6 @@ LEAD_TYPES = frozenset(
         "crm.sales.deal.won",
     }
 )
-MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
 
 
 class MarketingAnalyticsProjection:
@@ -114,7 +114,7 @@ class MarketingAnalyticsProjection:
                 d["base_currency"],
             )
         elif t == "crm.sales.deal.won":
-            digits = MINOR_DIGITS.get(d["currency"], 2)
+            digits = minor_digits(d["currency"])  # the rate is per major unit
             await conn.execute(
                 "UPDATE funnel_deals SET won_at = $2,"
                 " won_base = round($3::numeric / $4 * exchange_rate, 2) WHERE deal_id = $1",

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from crm_events import CloudEvent, EventPayload
+from crm_events.money import base_factor_sql
 from crm_runtime.db import Conn
 
 OPENED = "crm.sales.deal.opened"
@@ -237,6 +238,11 @@ def valid_at(alias: str, as_of: datetime | None, args: list[Any]) -> str:
     return f"{alias}.valid_from <= {p} AND ({alias}.valid_to IS NULL OR {alias}.valid_to > {p})"
 
 
+# A deal version's amount in the base currency's minor unit: the rate is one major unit of the
+# deal currency, so amount_minor x rate x 10^(base digits - currency digits) (crm_events.money).
+_BASE_FACTOR = base_factor_sql("f.currency", "f.base_currency")
+BASE_MINOR = f"f.amount_minor * f.exchange_rate * {_BASE_FACTOR}"
+
 GROUPS = {
     "stage": "f.stage",
     "owner": "coalesce(f.owner_id, '(unassigned)')",
@@ -254,9 +260,8 @@ async def pipeline(
     rows = await conn.fetch(
         f"""
         SELECT {key} AS key, count(*) AS deals,
-               round(sum(f.amount_minor * f.exchange_rate)) AS amount_base_minor,
-               round(sum(f.amount_minor * f.exchange_rate * f.probability / 100.0))
-                   AS weighted_base_minor
+               round(sum({BASE_MINOR})) AS amount_base_minor,
+               round(sum({BASE_MINOR} * f.probability / 100.0)) AS weighted_base_minor
         FROM deal_versions f LEFT JOIN customers c ON c.customer_id = f.customer_id
         WHERE f.status = 'open' AND {valid_at("f", as_of, args)}
         GROUP BY 1 ORDER BY 1
@@ -319,10 +324,10 @@ async def forecast(
 def _amount_expr(product_id: str | None, args: list[Any]) -> tuple[str, str]:
     """(amount expression, extra join) — per product, the product's line amounts."""
     if product_id is None:
-        return "f.amount_minor * f.exchange_rate", ""
+        return BASE_MINOR, ""
     args.append(product_id)
     return (
-        "l.amount_minor * f.exchange_rate",
+        f"l.amount_minor * f.exchange_rate * {_BASE_FACTOR}",
         "JOIN LATERAL jsonb_to_recordset(f.lines) AS l(product_id text, amount_minor bigint)"
         f" ON l.product_id = ${len(args)}",
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from crm_analytics import visits
 from crm_events import CloudEvent, EventPayload, registry
+from crm_events.money import MINOR_DIGITS as MINOR_DIGITS  # (charts.py reads it here)
 from crm_runtime.db import Conn
 
 Summariser = Callable[[dict[str, Any]], str]
@@ -107,8 +108,6 @@ SUMMARIES: dict[str, Summariser] = {
         f"No activity for {d['days_without_activity']} days; the owner was reminded"
     ),
 }
-
-MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
 
 
 def _money(amount_minor: int, currency: str) -> str:

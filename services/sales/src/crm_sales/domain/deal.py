@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
+from crm_events.money import to_base_minor
 from crm_events.schemas.sales import (
     DealAssigned,
     DealLine,
@@ -181,7 +182,12 @@ class Deal(Aggregate):
         )
 
     def amount_in_base(self) -> Decimal:
-        return Decimal(self.amount_minor) * Decimal(self.exchange_rate)
+        """The amount in the base currency's minor unit, exact (not rounded): the rate is one
+        major unit of the deal currency in the base currency, so the minor units of the two
+        currencies are accounted for (crm_events.money)."""
+        return to_base_minor(
+            self.amount_minor, self.currency, self.exchange_rate, self.base_currency
+        )
 
     @applies(DealOpened)
     def _opened(self, e: DealOpened) -> None:
@@ -225,8 +231,13 @@ class Deal(Aggregate):
         self.close_reason = e.reason
 
 
+def lines_amount(lines: list[DealLine]) -> int:
+    """What line items add up to: the amount of a deal that has them."""
+    return sum(line.quantity * line.unit_price_minor for line in lines)
+
+
 def _amount(terms: Terms) -> int:
     """With line items the amount is their sum; without, the amount given."""
     if terms.lines:
-        return sum(line.quantity * line.unit_price_minor for line in terms.lines)
+        return lines_amount(terms.lines)
     return terms.amount_minor

@@ -19,19 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
-# ISO 4217 minor units that are not 2. Everything else has cents.
-_EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        (
-            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
-            "VND", "VUV", "XAF", "XOF", "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-    "CLF": 4,
-    "UYW": 4,
-}  # fmt: skip
+from crm_events.money import minor_digits
 
 # Exact for any amount a document can hold (quantities <= 10^6 with 6 decimals, prices <= 10^11,
 # rates with 4 decimals): far fewer than 60 significant digits.
@@ -49,8 +37,9 @@ ROUNDING_RULE = (
 
 
 def exponent(currency: str) -> int:
-    """How many decimals the currency's minor unit has (JPY 0, EUR 2, KWD 3)."""
-    return _EXPONENTS.get(currency, 2)
+    """How many decimals the currency's minor unit has (JPY 0, EUR 2, KWD 3): ISO 4217, as
+    ``crm_events.money`` (the one table every context reads) has it."""
+    return minor_digits(currency)
 
 
 def round_half_up(value: Decimal) -> int:

@@ -71,6 +71,7 @@ from crm_sales.entrypoints.api.billing_schemas import (
 from crm_sales.entrypoints.api.common import (
     IdempotencyKey,
     IfMatch,
+    KeyedCommand,
     Manager,
     SalesUser,
     after_of,
@@ -596,7 +597,7 @@ async def patch_quote(
     description="The e-mail goes out first; `quote.sent` is recorded only once the mail server "
     "took it. If it refuses, the answer is 502 and nothing changes. Sending a sent quote again "
     "re-sends it (e.g. to another contact). While it is on its way, other changes to the quote "
-    "are a 409.",
+    "are a 409. With an `Idempotency-Key`, a retry answers the first response and sends nothing.",
     responses={
         409: {"description": "not a draft/sent quote, no lines, expired, contact has no e-mail"},
         412: {"description": "stale If-Match"},
@@ -609,14 +610,22 @@ async def send_quote(
     user: SalesUser,
     body: QuoteSend | None = None,
     if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     handlers = _handlers(ctx)
     body = body or QuoteSend()
     mailer = Mailer(ctx.settings.smtp_url, ctx.settings.mail_from)
     key = send_lock_key(quote_id)
+    fingerprint = {"send_quote": quote_id, **body.model_dump(mode="json")}
     # One connection, no transaction while the mail is on its way: a session advisory lock keeps
-    # every other change of this quote out (they try the same lock and answer 409).
-    async with ctx.pool.acquire() as conn:
+    # every other change of this quote out (they try the same lock and answer 409). A retry with
+    # the same Idempotency-Key waits for the first, then answers what it answered.
+    async with (
+        ctx.pool.acquire() as conn,
+        KeyedCommand.hold(conn, user, idempotency_key, fingerprint) as keyed,
+    ):
+        if keyed is not None and (replay := await keyed.replay()) is not None:
+            return replay
         if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
             raise Conflict(f"quote {quote_id} is being changed or sent right now; try again")
         try:
@@ -632,9 +641,11 @@ async def send_quote(
             message_id = await handlers.deliver(mailer, mail)
             async with conn.transaction():
                 q = await handlers.record_sent(conn, mail, message_id, metadata_for(user))
+                result = _quote_result(handlers, q)
+                if keyed is not None:
+                    await keyed.remember(result)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
-    result = _quote_result(handlers, q)
     return JSONResponse(jsonable_encoder(result.body), result.status, result.headers)
 
 

@@ -1,14 +1,24 @@
-"""What the sales routers share: role sets, headers, history and list helpers."""
+"""What the sales routers share: role sets, headers, history, list and idempotency helpers."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from crm_runtime.db import Conn
+from crm_runtime.errors import InvalidInput
 from crm_runtime.eventstore import StoredEvent
 from crm_runtime.http.auth import Principal, require
+from crm_runtime.http.commands import CommandResult
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
@@ -43,12 +53,93 @@ def history(events: list[StoredEvent]) -> list[HistoryEntry]:
     ]
 
 
+class KeyedCommand:
+    """Idempotency-Key for a command that cannot run in one transaction (an e-mail goes out
+    between reading and recording): the same table, request hash and per-key lock as
+    ``crm_runtime.http.commands.run_command``, so a key means the same for every command.
+
+    ``async with KeyedCommand.hold(conn, user, key, fingerprint) as keyed``: the key's lock is
+    held (a session lock: no transaction needs to stay open) until the block ends; ``replay()``
+    is the first response when the key was used already; ``remember(result)`` stores it, in the
+    transaction that records the command."""
+
+    def __init__(self, conn: Conn, user: Principal, key: str, fingerprint: Any) -> None:
+        self.conn, self.user, self.key = conn, user, key
+        self.digest = hashlib.sha256(
+            json.dumps(jsonable_encoder(fingerprint), sort_keys=True).encode()
+        ).hexdigest()
+
+    @classmethod
+    @asynccontextmanager
+    async def hold(
+        cls, conn: Conn, user: Principal, key: str | None, fingerprint: Any
+    ) -> AsyncIterator[KeyedCommand | None]:
+        if key is None:
+            yield None
+            return
+        if not 0 < len(key) <= 200:
+            raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+        lock = f"{len(user.user_id)}:{user.user_id}:{key}"  # run_command's lock of the key
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+        try:
+            yield cls(conn, user, key, fingerprint)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+
+    async def replay(self) -> JSONResponse | None:
+        stored = await self.conn.fetchrow(
+            "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
+            " WHERE principal = $1 AND key = $2",
+            self.user.user_id,
+            self.key,
+        )
+        if stored is None:
+            return None
+        if stored["request_hash"] != self.digest:
+            raise InvalidInput("Idempotency-Key", "was already used with a different request body")
+        headers = json.loads(stored["headers"])
+        headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(
+            json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
+        )
+
+    async def remember(self, result: CommandResult) -> None:
+        await self.conn.execute(
+            "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
+            " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+            self.user.user_id,
+            self.key,
+            self.digest,
+            result.status,
+            json.dumps(jsonable_encoder(result.body)),
+            json.dumps(result.headers),
+        )
+
+
+def refuse_nulls(body: BaseModel, *fields: str) -> None:
+    """A PATCH that sends null for a field that must have a value is a 422 naming the field
+    (leaving the field out keeps its value)."""
+    for field in fields:
+        if field in body.model_fields_set and getattr(body, field) is None:
+            raise InvalidInput(field, "cannot be cleared (null); leave it out to keep it")
+
+
+def list_item(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """A list row as the API shows it: ``key`` (``deal_id``…) as ``id``. A copy: the row itself
+    keeps its key for ``next_cursor``."""
+    out = {k: v for k, v in row.items() if k != key}
+    out["id"] = row[key]
+    return out
+
+
 def after_of(cursor: str | None) -> tuple[datetime, str] | None:
     after = decode_cursor(cursor)
     return (datetime.fromisoformat(after["t"]), after["id"]) if after else None
 
 
 def next_cursor(rows: list[dict[str, Any]], limit: int, key: str) -> str | None:
+    """The cursor after the page's last row (``rows`` as read: ``limit`` + 1 of them when there
+    is a next page, each still under its ``key`` column: see ``list_item``)."""
     if len(rows) <= limit:
         return None
     last = rows[limit - 1]

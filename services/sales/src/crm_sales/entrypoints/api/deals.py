@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from crm_events.schemas.sales import Stage
+from crm_events.schemas.sales import DealLine, Stage
 from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput, NotFound
 from crm_runtime.http.app import CtxDep
@@ -26,7 +26,7 @@ from crm_runtime.http.routing import CommandRoute
 from crm_sales import access
 from crm_sales.adapters import deal_view, listing
 from crm_sales.application.deals import DealHandlers, LineRequest
-from crm_sales.domain.deal import Deal, Terms
+from crm_sales.domain.deal import Deal, Terms, lines_amount
 from crm_sales.domain.pipeline import Pipeline
 from crm_sales.entrypoints.api.common import (
     IdempotencyKey,
@@ -35,7 +35,9 @@ from crm_sales.entrypoints.api.common import (
     SalesUser,
     after_of,
     history,
+    list_item,
     next_cursor,
+    refuse_nulls,
 )
 from crm_sales.entrypoints.api.schemas import (
     Board,
@@ -216,6 +218,17 @@ def _line_requests(items: list[LineIn]) -> list[LineRequest]:
     return [LineRequest(**item.model_dump()) for item in items]
 
 
+def _check_amount(amount_minor: int, lines: list[DealLine]) -> None:
+    """An amount sent for a deal with line items must be what they add up to: it is not kept
+    otherwise, and a 200 that changed nothing would hide that."""
+    if lines and amount_minor != lines_amount(lines):
+        raise InvalidInput(
+            "amount_minor",
+            f"the deal has line items: its amount is their sum ({lines_amount(lines)}); change "
+            'the lines, or send "lines": [] to set an amount of your own',
+        )
+
+
 def _result(d: Deal, status: int = 200) -> CommandResult:
     return CommandResult(
         status, deal_out(d), {"ETag": etag(d.version), "Location": f"/deals/{d.id}"}
@@ -242,6 +255,9 @@ async def create_deal(
         parties = await handlers.parties(
             conn, body.contact_id, body.account_id, lambda r: access.check_record_read(user, r)
         )
+        lines = await handlers.priced_lines(conn, _line_requests(body.lines), body.currency)
+        if "amount_minor" in body.model_fields_set:
+            _check_amount(body.amount_minor, lines)
         d = await handlers.open(
             conn,
             metadata_for(user),
@@ -250,7 +266,7 @@ async def create_deal(
             amount_minor=body.amount_minor,
             currency=body.currency,
             expected_close=body.expected_close,
-            lines=await handlers.priced_lines(conn, _line_requests(body.lines), body.currency),
+            lines=lines,
             pipeline_id=body.pipeline_id,
             stage=body.stage,
             owner_id=owner,
@@ -297,11 +313,9 @@ async def list_deals(
                 "contact_id": contact_id,
             },
         )
-    items = []
-    for r in rows[:limit]:
-        r["id"] = r.pop("deal_id")
-        r["amount_base"] = str(r["amount_base"])
-        items.append(r)
+    items = [list_item(r, "deal_id") for r in rows[:limit]]
+    for row in items:
+        row["amount_base"] = str(row["amount_base"])  # exact, in the base currency's minor unit
     return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "deal_id"))
 
 
@@ -398,29 +412,40 @@ async def _deal_in(handlers: DealHandlers, conn: Conn, deal_id: str) -> Deal:
         raise NotFound(f"deal {deal_id} does not exist") from None
 
 
-@deals_router.patch("/{deal_id}", response_model=DealPublic, summary="Change a deal's terms")
+@deals_router.patch(
+    "/{deal_id}",
+    response_model=DealPublic,
+    summary="Change a deal's terms (only the fields sent)",
+    description="null clears `expected_close`; a null `name`, `amount_minor`, `currency` or "
+    "`lines` is a 422 (`lines: []` removes the lines). A deal with line items has their sum as "
+    "its amount: an `amount_minor` that differs from it is a 422.",
+    responses={409: {"description": "the deal is closed"}},
+)
 async def patch_deal(
     deal_id: str, body: DealTerms, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
+    refuse_nulls(body, "name", "amount_minor", "currency", "lines")  # expected_close: null clears
     handlers = _handlers(ctx)
 
     async def command(conn: Conn) -> CommandResult:
         d = await _deal_in(handlers, conn, deal_id)
         access.check_change(user, "deal", d.owner_id, d.team_id)
         sent = body.model_fields_set
+        currency = body.currency or d.currency
+        lines = (
+            await handlers.priced_lines(conn, _line_requests(body.lines), currency)
+            if body.lines is not None
+            else d.lines
+        )
+        if body.amount_minor is not None and not d.is_closed:  # closed: the 409 says why
+            _check_amount(body.amount_minor, lines)
         terms = Terms(
-            name=body.name if "name" in sent and body.name else d.name,
+            name=body.name or d.name,
             amount_minor=body.amount_minor if body.amount_minor is not None else d.amount_minor,
-            currency=body.currency or d.currency,
+            currency=currency,
             exchange_rate=d.exchange_rate,
             expected_close=body.expected_close if "expected_close" in sent else d.expected_close,
-            lines=(
-                await handlers.priced_lines(
-                    conn, _line_requests(body.lines), body.currency or d.currency
-                )
-                if body.lines is not None
-                else d.lines
-            ),
+            lines=lines,
         )
         d = await handlers.change_terms(
             conn, d, terms, metadata_for(user), expected_version(if_match)

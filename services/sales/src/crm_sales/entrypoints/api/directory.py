@@ -42,6 +42,7 @@ from crm_sales.entrypoints.api.common import (
     SalesUser,
     after_of,
     history,
+    list_item,
     next_cursor,
 )
 from crm_sales.entrypoints.api.schemas import (
@@ -165,10 +166,10 @@ async def list_contacts(
 
 
 def _row(r: dict[str, Any], key: str) -> dict[str, Any]:
-    details = r.pop("details")
-    r["details"] = json.loads(details) if isinstance(details, str) else details
-    r["id"] = r.pop(key)
-    return r
+    out = list_item(r, key)
+    details = out["details"]
+    out["details"] = json.loads(details) if isinstance(details, str) else details
+    return out
 
 
 # --- accounts -------------------------------------------------------------------------------

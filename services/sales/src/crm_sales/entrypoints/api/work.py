@@ -39,7 +39,9 @@ from crm_sales.entrypoints.api.common import (
     SalesUser,
     after_of,
     history,
+    list_item,
     next_cursor,
+    refuse_nulls,
 )
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
@@ -350,7 +352,7 @@ async def list_activities(
                 "kind": kind,
             },
         )
-    items = [{"id": r.pop("activity_id"), **r} for r in rows[:limit]]
+    items = [list_item(r, "activity_id") for r in rows[:limit]]
     return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "activity_id"))
 
 
@@ -503,7 +505,7 @@ async def list_tasks(
                 "deal_id": deal_id,
             },
         )
-    items = [{"id": r.pop("task_id"), **r} for r in rows[:limit]]
+    items = [list_item(r, "task_id") for r in rows[:limit]]
     return Page[dict[str, Any]](items=items, next_cursor=next_cursor(rows, limit, "task_id"))
 
 
@@ -550,10 +552,15 @@ def _task_command(
     return run_command(ctx, user, None, None, command)
 
 
-@tasks_router.patch("/{task_id}", summary="Change a task's title, due date, assignee or priority")
+@tasks_router.patch(
+    "/{task_id}",
+    summary="Change a task's title, due date, assignee or priority (only those sent)",
+    description="null clears `due_at` and `assignee_id`; a null `title` or `priority` is a 422.",
+)
 async def patch_task(
     task_id: str, body: TaskPatch, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
+    refuse_nulls(body, "title", "priority")  # due_at and assignee_id: null clears
     sent = {k: getattr(body, k) for k in body.model_fields_set}
     if (
         "assignee_id" in sent
