@@ -242,20 +242,39 @@ async def test_background_tasks_run_beside_the_api_and_stop_with_it(
     assert seen == ["started with marketing", "stopped"]
 
 
-def test_logged_database_errors_leave_out_the_row_values_postgresql_quotes() -> None:
+def test_logged_database_errors_leave_out_the_values_postgresql_quotes() -> None:
     import asyncpg
 
     from crm_runtime.logs import JsonFormatter
 
-    try:
-        error = asyncpg.exceptions.NotNullViolationError(
-            'null value in column "priority" of relation "tasks" violates not-null constraint'
-        )
-        error.detail = "Failing row contains (t-1, Call Ada at ada@example.com, null)."
-        raise error
-    except asyncpg.PostgresError:
-        record = logging.LogRecord("x", logging.ERROR, "f", 1, "unhandled error", None, None)
-        record.exc_info = sys.exc_info()
-    line = JsonFormatter("sales").format(record)
-    assert "ada@example.com" not in line and "Call Ada" not in line
-    assert "violates not-null constraint" in line and "withheld" in line
+    def logged(exc: BaseException) -> str:
+        try:
+            try:
+                raise exc
+            except asyncpg.PostgresError as inner:
+                raise RuntimeError("while saving the task") from inner
+        except RuntimeError:
+            record = logging.LogRecord("x", logging.ERROR, "f", 1, "unhandled error", None, None)
+            record.exc_info = sys.exc_info()
+        return JsonFormatter("sales").format(record)
+
+    not_null = asyncpg.exceptions.NotNullViolationError.new(
+        {
+            "S": "ERROR",
+            "C": "23502",
+            "M": 'null value in column "priority" of relation "tasks"',
+            "D": "Failing row contains (t-1, Call Ada at ada@example.com, null).",
+            "t": "tasks",
+            "c": "priority",
+        }
+    )
+    bad_input = asyncpg.exceptions.InvalidTextRepresentationError.new(
+        {"S": "ERROR", "C": "22P02", "M": 'invalid input syntax for type uuid: "ada@example.com"'}
+    )
+    for exc in (not_null, bad_input):
+        line = logged(exc)
+        doc = json.loads(line)
+        assert "ada@example.com" not in line and "Call Ada" not in line
+        assert "Traceback" in doc["exc"] and "while saving the task" in doc["exc"]
+        assert type(exc).__qualname__ in doc["exc"] and "withheld" in doc["exc"]
+    assert "table_name=tasks column_name=priority" in logged(not_null)

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -15,16 +16,53 @@ correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=No
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
-# PostgreSQL's error details quote row values ("Failing row contains (..., ada@example.com)",
-# "Key (email)=(ada@example.com) already exists"), and asyncpg puts them in the exception's text.
+# PostgreSQL's errors and asyncpg's quote values: the DETAIL of a constraint violation ("Failing
+# row contains (..., ada@example.com)", "Key (email)=(...)"), the message of a bad input
+# ('invalid input syntax for type uuid: "ada@..."') or argument. A logged traceback names such
+# an error's type and the database object, never its text; DETAIL/HINT lines another exception
+# carried along are withheld too.
 _DB_DETAIL = re.compile(r"^(DETAIL|HINT):  .*$", re.MULTILINE)
-DB_DETAIL_WITHHELD = r"\1:  (withheld from the log: it may quote row values)"
+_DB_FACTS = ("sqlstate", "schema_name", "table_name", "column_name", "constraint_name")
+
+
+def _exception_line(exc: BaseException) -> str:
+    kind = type(exc)
+    if kind.__module__.split(".")[0] != "asyncpg":
+        return "".join(traceback.format_exception_only(exc))
+    facts = " ".join(f"{k}={getattr(exc, k)}" for k in _DB_FACTS if getattr(exc, k, None))
+    return f"{kind.__module__}.{kind.__qualname__}: (text withheld: it may quote values) {facts}\n"
+
+
+def format_exception(exc: BaseException, seen: set[int] | None = None) -> str:
+    """A traceback as Python prints it (causes and contexts first), database texts withheld."""
+    seen = set() if seen is None else seen
+    seen.add(id(exc))
+    out = ""
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        out += format_exception(exc.__cause__, seen)
+        out += "\nThe above exception was the direct cause of the following exception:\n\n"
+    elif (
+        exc.__context__ is not None
+        and not exc.__suppress_context__
+        and id(exc.__context__) not in seen
+    ):
+        out += format_exception(exc.__context__, seen)
+        out += "\nDuring handling of the above exception, another exception occurred:\n\n"
+    if exc.__traceback__ is not None:
+        out += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_tb(exc.__traceback__)
+        )
+    return out + _exception_line(exc)
 
 
 class JsonFormatter(logging.Formatter):
     def formatException(self, ei: Any) -> str:
-        """The traceback, without PostgreSQL's DETAIL/HINT lines (they may hold personal data)."""
-        return _DB_DETAIL.sub(DB_DETAIL_WITHHELD, super().formatException(ei))
+        """The traceback without what a database error may quote (personal data among it)."""
+        exc = ei[1] if isinstance(ei, tuple) and len(ei) == 3 else None
+        text = (
+            format_exception(exc) if isinstance(exc, BaseException) else super().formatException(ei)
+        )
+        return _DB_DETAIL.sub(r"\1:  (withheld from the log: it may quote values)", text).rstrip()
 
     def __init__(self, service: str) -> None:
         super().__init__()
