@@ -483,3 +483,32 @@ async def test_unknowns_and_out_of_range_dates_are_clear_errors(
     assert far.status_code == 422 and far.json()["errors"][0]["field"] == "end"
     chart = await client.get("/analytics/charts/win-rate", params={"until": "9999-12"}, headers=h)
     assert chart.status_code == 422
+
+
+@pytestmark_integration
+async def test_a_backdated_activity_sits_on_the_timeline_when_it_happened(
+    analytics: tuple[httpx.AsyncClient, Callable[..., Any]], token: Callable[..., str]
+) -> None:
+    # A call logged today that took place in January is January's, on the timeline and in its
+    # since/until filters (as it already was for the customer's last touch).
+    client, feed = analytics
+    customer = str(uuid.uuid4())
+    january = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+    await feed(
+        record("crm.sales.lead.captured", customer, NOW - timedelta(days=2), customer_id=customer),
+        record(
+            "crm.sales.activity.logged", customer, NOW, occurred_at=january.isoformat(), kind="call"
+        ),
+    )
+    h = {"Authorization": f"Bearer {token('analyst')}"}
+    r = await client.get(f"/customers/{customer}/timeline", headers=h)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["type"] for i in items] == ["crm.sales.activity.logged", "crm.sales.lead.captured"]
+    assert datetime.fromisoformat(items[0]["occurred_at"]) == january
+    found = await client.get(
+        f"/customers/{customer}/timeline",
+        params={"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"},
+        headers=h,
+    )
+    assert [i["type"] for i in found.json()["items"]] == ["crm.sales.activity.logged"]

@@ -100,8 +100,8 @@ class BulkState:
         t = event.type
         if event.subject and not t.startswith(vi.WEB_PREFIX):
             self.timeline.append(
-                (event.id, event.subject, event.time, event.context, t, tl.summarise(event),
-                 event.streamid, event.streamversion, tl.link(event), dumped)
+                (event.id, event.subject, tl.occurred_at(event), event.context, t,
+                 tl.summarise(event), event.streamid, event.streamversion, tl.link(event), dumped)
             )  # fmt: skip
         if t in tl.IDENTITY_TYPES:
             self._identity(event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from crm_analytics import visits
@@ -143,6 +144,16 @@ def link(event: CloudEvent) -> str | None:
     return f"{event.context}:/{plural}/{ident}"
 
 
+def occurred_at(event: CloudEvent) -> datetime:
+    """When the touchpoint happened: a logged activity says so itself (a call logged today may
+    have been last Tuesday's), every other event when it was recorded."""
+    if event.type == "crm.sales.activity.logged":
+        at = event.data.get("occurred_at")
+        if isinstance(at, str):
+            return datetime.fromisoformat(at)
+    return event.time
+
+
 class TimelineProjection:
     name = "analytics.timeline"
 
@@ -158,7 +169,7 @@ class TimelineProjection:
             (
                 event.id,
                 event.subject,
-                event.time,
+                occurred_at(event),
                 event.context,
                 event.type,
                 summarise(event),
