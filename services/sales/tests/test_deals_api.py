@@ -427,3 +427,19 @@ async def test_deal_lines_come_from_the_price_book(as_user: Callable[..., Caller
         },
     )
     assert inactive.status_code == 422 and "not active" in inactive.json()["errors"][0]["reason"]
+
+
+async def test_a_deal_amount_beyond_ten_to_the_fifteen_is_refused(
+    as_user: Callable[..., Caller],
+) -> None:
+    # 2^62 pence was accepted, and the board's sum in base minor units then left int64.
+    alice = as_user("sales_rep", user="alice", team="emea")
+    c = await contact(alice)
+    deal = {"name": "Huge", "contact_id": c["id"], "currency": "GBP"}
+    r = await alice.post("/deals", json={**deal, "amount_minor": 2**62})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount_minor", r.text
+    made = await alice.post("/deals", json={**deal, "amount_minor": 10**15})
+    assert made.status_code == 201, made.text
+    patched = await alice.patch(f"/deals/{made.json()['id']}", json={"amount_minor": 10**15 + 1})
+    assert patched.status_code == 422 and patched.json()["errors"][0]["field"] == "amount_minor"
+    assert (await alice.get(f"/deals/{made.json()['id']}")).json()["amount_minor"] == 10**15

@@ -35,7 +35,7 @@ from crm_sales.domain.account import Account
 from crm_sales.domain.contact import Contact
 from crm_sales.domain.deal import Deal
 from crm_sales.domain.invoice import CreditNote, Invoice, document_number
-from crm_sales.domain.money import ROUNDING_RULE, format_money
+from crm_sales.domain.money import DOCUMENT_ROUNDING_NOTE, format_money
 from crm_sales.domain.product import Product, ProductSpec
 from crm_sales.domain.quote import (
     DealRef,
@@ -647,7 +647,7 @@ def _view(quote: Quote, rev: Revision) -> dict[str, Any]:
         ],
         "tax": money(rev.totals.tax_minor),
         "total": money(rev.totals.total_minor),
-        "rounding_rule": ROUNDING_RULE,
+        "rounding_rule": DOCUMENT_ROUNDING_NOTE,
     }
 
 

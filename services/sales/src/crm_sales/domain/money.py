@@ -28,12 +28,12 @@ _HUNDRED = Decimal(100)
 MAX_DOCUMENT_MINOR = 10**15
 """No document total may exceed this (it keeps every sum far inside PostgreSQL's bigint)."""
 
-ROUNDING_RULE = (
-    "Each line is rounded half-up to the currency's minor unit: net = quantity x unit price x "
-    "(1 - discount%/100), tax = net x tax rate%/100 (on the rounded net); the subtotal, tax and "
-    "total are the sums of the rounded lines. Amounts are integers in the minor unit "
-    "(cents; 0 decimals for JPY/KRW, 3 for BHD/KWD/JOD/OMR/TND)."
+DOCUMENT_ROUNDING_NOTE = (
+    "Each line is rounded to the currency's smallest unit (half up): net = quantity x unit price"
+    " less its discount, tax on the rounded net. Subtotal, tax and total are the sums of the"
+    " rounded lines."
 )
+"""What a customer reads on a quote: the rounding the totals follow, in their words."""
 
 
 def exponent(currency: str) -> int:

@@ -469,7 +469,9 @@ class DealCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     contact_id: str | None = None
     account_id: str | None = None
-    amount_minor: int = Field(default=0, ge=0, description="in the currency's minor unit")
+    amount_minor: int = Field(
+        default=0, ge=0, le=10**15, description="in the currency's minor unit (at most 10^15)"
+    )
     currency: Currency
     expected_close: date | None = None
     lines: list[LineIn] = Field(default_factory=list, max_length=200)
@@ -490,7 +492,7 @@ class DealTerms(BaseModel):
     )
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    amount_minor: int | None = Field(default=None, ge=0)
+    amount_minor: int | None = Field(default=None, ge=0, le=10**15)
     currency: Currency | None = None
     expected_close: date | None = None
     lines: list[LineIn] | None = None
@@ -550,7 +552,7 @@ class ConvertDeal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    amount_minor: int = Field(default=0, ge=0)
+    amount_minor: int = Field(default=0, ge=0, le=10**15)
     currency: Currency
     pipeline_id: str | None = None
     stage: str | None = None
