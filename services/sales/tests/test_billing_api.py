@@ -395,7 +395,7 @@ async def test_sending_e_mails_the_rendered_quote_and_freezes_it(
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert q["number"] in html.text and "&lt;script&gt;" in html.text
     # the customer reads how totals are rounded, not the API's "integers in the minor unit"
-    assert "rounded to the currency" in html.text and "minor unit" not in html.text
+    assert "rounded half-up to the currency" in html.text and "minor unit" not in html.text
     assert (await alice.get(f"{url}/html", params={"revision": 2})).status_code == 404
 
     # A re-send goes out again and is recorded as such.

@@ -432,10 +432,10 @@ async def test_deal_lines_come_from_the_price_book(as_user: Callable[..., Caller
 async def test_a_deal_amount_beyond_ten_to_the_fifteen_is_refused(
     as_user: Callable[..., Caller],
 ) -> None:
-    # 2^62 pence was accepted, and the board's sum in base minor units then left int64.
+    # 2^62 cents was accepted, and the board's sum in base minor units then left int64.
     alice = as_user("sales_rep", user="alice", team="emea")
     c = await contact(alice)
-    deal = {"name": "Huge", "contact_id": c["id"], "currency": "GBP"}
+    deal = {"name": "Huge", "contact_id": c["id"], "currency": "EUR"}
     r = await alice.post("/deals", json={**deal, "amount_minor": 2**62})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount_minor", r.text
     made = await alice.post("/deals", json={**deal, "amount_minor": 10**15})

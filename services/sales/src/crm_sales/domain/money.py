@@ -29,7 +29,7 @@ MAX_DOCUMENT_MINOR = 10**15
 """No document total may exceed this (it keeps every sum far inside PostgreSQL's bigint)."""
 
 DOCUMENT_ROUNDING_NOTE = (
-    "Each line is rounded to the currency's smallest unit (half up): net = quantity x unit price"
+    "Each line is rounded half-up to the currency's smallest unit: net = quantity x unit price"
     " less its discount, tax on the rounded net. Subtotal, tax and total are the sums of the"
     " rounded lines."
 )
