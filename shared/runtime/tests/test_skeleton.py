@@ -278,3 +278,46 @@ def test_logged_database_errors_leave_out_the_values_postgresql_quotes() -> None
         assert "Traceback" in doc["exc"] and "while saving the task" in doc["exc"]
         assert type(exc).__qualname__ in doc["exc"] and "withheld" in doc["exc"]
     assert "table_name=tasks column_name=priority" in logged(not_null)
+
+
+def test_logged_tracebacks_keep_causes_and_groups_but_no_quoted_values() -> None:
+    import asyncpg
+    from pydantic import BaseModel as Model
+
+    from crm_runtime.logs import format_exception
+
+    class Lead(Model):
+        age: int
+
+    # asyncpg raises DataError from the ValueError that quotes the argument (a value, never in
+    # the source lines a traceback shows)
+    value = "ada@" + "example.com"
+    try:
+        try:
+            raise ValueError(f"invalid UUID {value!r}: length must be between 32..36")
+        except ValueError as inner:
+            raise asyncpg.exceptions.DataError(
+                f"invalid input for query argument $1: {value!r}"
+            ) from inner
+    except asyncpg.PostgresError as e:
+        chained = format_exception(e)
+    assert value not in chained and chained.count("Traceback") == 2
+    assert "builtins.ValueError: (text withheld" in chained and "DataError" in chained
+
+    try:
+        Lead(age=value)  # type: ignore[arg-type]
+    except ValueError as e:
+        invalid = format_exception(e)
+    assert value not in invalid and "age: Input should be a valid integer" in invalid
+
+    def fails() -> None:
+        raise KeyError("the member's own")
+
+    try:
+        try:
+            fails()
+        except KeyError as member:
+            raise ExceptionGroup("tasks failed", [member]) from None
+    except ExceptionGroup as e:
+        grouped = format_exception(e)
+    assert "1 of 1" in grouped and "in fails" in grouped and "the member's own" in grouped

@@ -36,13 +36,19 @@ from crm_runtime.unit_of_work import NOTIFY_SETTING, CommandConnection, CommitNo
 # that look, or cannot be seen there, still counts: the horizon can only be lower than needed,
 # never higher. Ids are compared on their low 32 bits (pg_stat_activity's ``xid``): the
 # snapshot's running ids lie within 2^31 of each other.
+# On a standby the snapshot lists running transactions elsewhere (not in xip): there the
+# server's own xmin stays the horizon. (ORDER BY/LIMIT, not min(): xid8 has no min() before 15.)
 HORIZON = """(
-    SELECT coalesce(min(running), pg_snapshot_xmax(pg_current_snapshot()))
-    FROM pg_snapshot_xip(pg_current_snapshot()) AS running
-    WHERE (running::text::bigint & 4294967295) NOT IN (
-        SELECT backend_xid::text::bigint FROM pg_stat_activity
-        WHERE backend_xid IS NOT NULL AND datname IS NOT NULL AND datname <> current_database()
-    )
+    CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(pg_current_snapshot())
+    ELSE coalesce(
+        (SELECT running FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+         WHERE (running::text::bigint & 4294967295) NOT IN (
+             SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND datname IS NOT NULL
+               AND datname <> current_database())
+         ORDER BY running LIMIT 1),
+        pg_snapshot_xmax(pg_current_snapshot()))
+    END
 )"""
 
 _COLUMNS = (

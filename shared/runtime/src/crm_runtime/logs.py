@@ -25,34 +25,58 @@ _DB_DETAIL = re.compile(r"^(DETAIL|HINT):  .*$", re.MULTILINE)
 _DB_FACTS = ("sqlstate", "schema_name", "table_name", "column_name", "constraint_name")
 
 
-def _exception_line(exc: BaseException) -> str:
+def _is_db(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] == "asyncpg"
+
+
+def _exception_line(exc: BaseException, withhold: bool) -> str:
     kind = type(exc)
-    if kind.__module__.split(".")[0] != "asyncpg":
-        return "".join(traceback.format_exception_only(exc))
-    facts = " ".join(f"{k}={getattr(exc, k)}" for k in _DB_FACTS if getattr(exc, k, None))
-    return f"{kind.__module__}.{kind.__qualname__}: (text withheld: it may quote values) {facts}\n"
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if withhold or _is_db(exc):
+        facts = " ".join(f"{k}={getattr(exc, k)}" for k in _DB_FACTS if getattr(exc, k, None))
+        return f"{name}: (text withheld: it may quote values) {facts}".rstrip() + "\n"
+    errors = getattr(exc, "errors", None)
+    if kind.__module__.startswith("pydantic") and callable(errors):  # its text quotes the input
+        found = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in errors(include_input=False, include_url=False)
+        )
+        return f"{name}: {found}\n"
+    return "".join(traceback.format_exception_only(exc))
 
 
-def format_exception(exc: BaseException, seen: set[int] | None = None) -> str:
-    """A traceback as Python prints it (causes and contexts first), database texts withheld."""
+def format_exception(
+    exc: BaseException, seen: set[int] | None = None, withhold: bool = False
+) -> str:
+    """A traceback as Python prints it (causes and contexts first, groups' members after),
+    without the texts that may quote values: a database error's, and that of whatever caused
+    one (asyncpg raises DataError from the ValueError that names the argument)."""
     seen = set() if seen is None else seen
     seen.add(id(exc))
+    below = withhold or _is_db(exc)  # a cause or context of a database error
     out = ""
     if exc.__cause__ is not None and id(exc.__cause__) not in seen:
-        out += format_exception(exc.__cause__, seen)
+        out += format_exception(exc.__cause__, seen, below)
         out += "\nThe above exception was the direct cause of the following exception:\n\n"
     elif (
         exc.__context__ is not None
         and not exc.__suppress_context__
         and id(exc.__context__) not in seen
     ):
-        out += format_exception(exc.__context__, seen)
+        out += format_exception(exc.__context__, seen, below)
         out += "\nDuring handling of the above exception, another exception occurred:\n\n"
     if exc.__traceback__ is not None:
         out += "Traceback (most recent call last):\n" + "".join(
             traceback.format_tb(exc.__traceback__)
         )
-    return out + _exception_line(exc)
+    out += _exception_line(exc, withhold)
+    members = getattr(exc, "exceptions", None)  # an ExceptionGroup's
+    if isinstance(exc, BaseExceptionGroup) and isinstance(members, tuple):
+        for i, member in enumerate(members, 1):
+            inner = format_exception(member, seen, withhold).rstrip("\n")
+            out += f"  +---- {i} of {len(members)} ----\n"
+            out += "".join(f"  | {line}\n" for line in inner.splitlines())
+    return out
 
 
 class JsonFormatter(logging.Formatter):
