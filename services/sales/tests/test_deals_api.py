@@ -443,3 +443,10 @@ async def test_a_deal_amount_beyond_ten_to_the_fifteen_is_refused(
     patched = await alice.patch(f"/deals/{made.json()['id']}", json={"amount_minor": 10**15 + 1})
     assert patched.status_code == 422 and patched.json()["errors"][0]["field"] == "amount_minor"
     assert (await alice.get(f"/deals/{made.json()['id']}")).json()["amount_minor"] == 10**15
+    # nor through line items: one price beyond 10^11, or lines adding up beyond 10^15
+    line = {"name": "x", "quantity": 1, "unit_price_minor": 2**62}
+    r = await alice.post("/deals", json={**deal, "lines": [line]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "lines.0.unit_price_minor"
+    many = [{"name": "x", "quantity": 1_000_000, "unit_price_minor": 10**11}] * 11
+    r = await alice.post("/deals", json={**deal, "lines": many})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "lines", r.text

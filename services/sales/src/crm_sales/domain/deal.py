@@ -18,7 +18,7 @@ from crm_events.schemas.sales import (
     DealWon,
 )
 from crm_runtime.aggregate import Aggregate, applies
-from crm_runtime.errors import DomainError
+from crm_runtime.errors import DomainError, InvalidInput
 from crm_sales.domain.assignment import Decision
 from crm_sales.domain.pipeline import Pipeline
 
@@ -236,8 +236,16 @@ def lines_amount(lines: list[DealLine]) -> int:
     return sum(line.quantity * line.unit_price_minor for line in lines)
 
 
+MAX_DEAL_MINOR = 10**15  # as the API caps a deal amount and documents cap their totals
+
+
 def _amount(terms: Terms) -> int:
     """With line items the amount is their sum; without, the amount given."""
     if terms.lines:
-        return lines_amount(terms.lines)
+        total = lines_amount(terms.lines)
+        if total > MAX_DEAL_MINOR:
+            raise InvalidInput(
+                "lines", f"the lines add up to {total:,}, more than {MAX_DEAL_MINOR:,} minor units"
+            )
+        return total
     return terms.amount_minor

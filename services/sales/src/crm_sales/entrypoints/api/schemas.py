@@ -446,7 +446,10 @@ class LineIn(BaseModel):
     )
     quantity: int = Field(ge=1, le=1_000_000)
     unit_price_minor: int | None = Field(
-        default=None, ge=0, description="default: the product's price in the deal currency"
+        default=None,
+        ge=0,
+        le=10**11,
+        description="default: the product's price in the deal currency (at most 10^11)",
     )
 
 
