@@ -20,6 +20,7 @@ After the run: the same processes, a second after the last step. A process that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -92,6 +93,17 @@ def _label(pid: int) -> str | None:
     if "delivery.smtp_worker" in line:
         return "marketing SMTP worker"
     return None
+
+
+def _descendants(root: int) -> list[int]:
+    tree = _children()
+    found: list[int] = []
+    todo = list(tree.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += tree.get(pid, [])
+    return found
 
 
 def platform_rss(root: int) -> dict[str, float]:
@@ -209,8 +221,8 @@ async def _traffic(ports: dict[str, int], mail: MailStore, leads: int) -> str:
                 found += _TOKEN.findall(raw.replace("=3D", "="))
             return found
 
-        async def mailed() -> bool:
-            return len(links()) >= len(invited)
+        async def mailed() -> bool:  # each mail has the link twice (text and HTML part)
+            return len(set(links())) >= len(invited)
 
         await _until("the opt-in mails arrived", mailed, 60)
         for token_value in set(links()):
@@ -310,6 +322,7 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
         await asyncio.sleep(1)
         after = platform_rss(up.pid)
     finally:
+        started = _descendants(up.pid)  # its children run in sessions of their own
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGINT)  # as Ctrl-C: `crm up` stops what it started
             try:
@@ -317,6 +330,10 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
                 up.wait()
+        for pid in started:  # whatever `crm up` could not stop (or if it died first)
+            if _label(pid) is not None:  # still one of ours (not a reused pid)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
     figures = []
     for label in sorted(set(idle) | set(after), key=_order):
