@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import Figure, median, percentile
+from bench.common import Figure, median, percentile, stop
 from crm_runtime import db
 from crm_runtime.embedded import free_port, wait_for_port
 from crm_runtime.http.auth import mint_token
@@ -119,13 +119,7 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
                 if before is not None and after is not None:
                     cpu[side].append((after - before) * 1e6 / n)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
     note = f"{n} requests per round x {rounds}, {CONCURRENCY} concurrent clients, one worker"
     if cpu["ours"] and cpu["base"]:
         note += (

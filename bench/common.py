@@ -71,3 +71,14 @@ def machine() -> dict[str, str]:
         "platform": platform.platform(),
         "commit": git,
     }
+
+
+def stop(processes: list[subprocess.Popen[bytes]], wait: float = 20) -> None:
+    """Terminate the benchmark's server processes; kill those that do not stop in ``wait`` s."""
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(wait)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -33,7 +33,7 @@ import aiosmtplib
 import asyncpg
 import httpx
 
-from bench.common import Figure, median
+from bench.common import Figure, median, stop
 from crm_runtime import db
 from crm_runtime.embedded import free_port, wait_for_port
 from crm_runtime.http.auth import mint_token
@@ -236,13 +236,7 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
         for c in (desk, plain):
             if c is not None:
                 await c.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
     how = (
         f"{n:,} messages per round, median of {rounds} after a warm-up of {warm};"
         f" {CONCURRENCY} SMTP clients, one connection each; every sender new (customer minted)"

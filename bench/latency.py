@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.common import Figure, percentile
+from bench.common import Figure, percentile, stop
 from crm_runtime import db
 from crm_runtime.embedded import free_port, wait_for_port
 from crm_runtime.http.auth import mint_token
@@ -68,13 +68,7 @@ async def run(server_url: str, bootstrap: str, *, smoke: bool, logs: Path) -> li
             port, db.with_database(server_url, analytics_db), smoke=smoke, setting=PATH_ONLY
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
 
 async def measure(
