@@ -92,30 +92,67 @@ async def _run(
         result = await command(conn)
         return _response(result)
     # (a pydantic body is dumped here, only when a key needs it: as model_dump(mode="json"))
-    digest = hashlib.sha256(
-        json.dumps(_encode(request_fingerprint), sort_keys=True).encode()
-    ).hexdigest()
+    digest = request_digest(request_fingerprint)
     # Two concurrent requests with one key: the second waits here, then replays.
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        f"{len(user.user_id)}:{user.user_id}:{idempotency_key}",
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key_lock(user, idempotency_key)
     )
+    replayed = await stored_response(conn, user, idempotency_key, digest)
+    if replayed is not None:
+        return replayed
+    result = await command(conn)
+    body = _encode(result.body)
+    await store_response(conn, user, idempotency_key, digest, result, body)
+    return JSONResponse(body, status_code=result.status, headers=result.headers)
+
+
+# The Idempotency-Key protocol, for run_command and for a command that cannot run in one
+# transaction (it holds the key's lock as a session lock instead): one table, one request hash,
+# one lock per (principal, key), so a key means the same for every command.
+
+
+def request_digest(request_fingerprint: Any) -> str:
+    return hashlib.sha256(
+        json.dumps(_encode(request_fingerprint), sort_keys=True).encode()
+    ).hexdigest()
+
+
+def key_lock(user: Principal, idempotency_key: str) -> str:
+    """The advisory lock's name for a key (hashed with ``hashtextextended``)."""
+    return f"{len(user.user_id)}:{user.user_id}:{idempotency_key}"
+
+
+async def stored_response(
+    conn: Conn, user: Principal, idempotency_key: str, digest: str
+) -> JSONResponse | None:
+    """The first response to this key, replayed; None if the key is new. A key used with
+    another request body is a 422."""
     stored = await conn.fetchrow(
         "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
         " WHERE principal = $1 AND key = $2",
         user.user_id,
         idempotency_key,
     )
-    if stored is not None:
-        if stored["request_hash"] != digest:
-            raise InvalidInput("Idempotency-Key", "was already used with a different request body")
-        headers = json.loads(stored["headers"])
-        headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(
-            json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
-        )
-    result = await command(conn)
-    body = _encode(result.body)
+    if stored is None:
+        return None
+    if stored["request_hash"] != digest:
+        raise InvalidInput("Idempotency-Key", "was already used with a different request body")
+    headers = json.loads(stored["headers"])
+    headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(
+        json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
+    )
+
+
+async def store_response(
+    conn: Conn,
+    user: Principal,
+    idempotency_key: str,
+    digest: str,
+    result: CommandResult,
+    body: Any,
+) -> None:
+    """Keep the response (``body``: ``result.body`` JSON-ready) for the key's retries."""
     await conn.execute(
         "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
         " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
@@ -126,7 +163,6 @@ async def _run(
         json.dumps(body),
         json.dumps(result.headers),
     )
-    return JSONResponse(body, status_code=result.status, headers=result.headers)
 
 
 def _encode(body: Any) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -18,7 +16,13 @@ from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput
 from crm_runtime.eventstore import StoredEvent
 from crm_runtime.http.auth import Principal, require
-from crm_runtime.http.commands import CommandResult
+from crm_runtime.http.commands import (
+    CommandResult,
+    key_lock,
+    request_digest,
+    store_response,
+    stored_response,
+)
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
@@ -55,19 +59,16 @@ def history(events: list[StoredEvent]) -> list[HistoryEntry]:
 
 class KeyedCommand:
     """Idempotency-Key for a command that cannot run in one transaction (an e-mail goes out
-    between reading and recording): the same table, request hash and per-key lock as
-    ``crm_runtime.http.commands.run_command``, so a key means the same for every command.
+    between reading and recording): ``crm_runtime.http.commands``' key protocol (table, request
+    hash, lock), with the key's lock held as a session lock, so no transaction stays open.
 
-    ``async with KeyedCommand.hold(conn, user, key, fingerprint) as keyed``: the key's lock is
-    held (a session lock: no transaction needs to stay open) until the block ends; ``replay()``
-    is the first response when the key was used already; ``remember(result)`` stores it, in the
-    transaction that records the command."""
+    ``async with KeyedCommand.hold(conn, user, key, fingerprint) as keyed``: the lock is held
+    until the block ends; ``replay()`` is the first response when the key was used already;
+    ``remember(result)`` stores it, in the transaction that records the command."""
 
     def __init__(self, conn: Conn, user: Principal, key: str, fingerprint: Any) -> None:
         self.conn, self.user, self.key = conn, user, key
-        self.digest = hashlib.sha256(
-            json.dumps(jsonable_encoder(fingerprint), sort_keys=True).encode()
-        ).hexdigest()
+        self.digest = request_digest(fingerprint)
 
     @classmethod
     @asynccontextmanager
@@ -79,7 +80,7 @@ class KeyedCommand:
             return
         if not 0 < len(key) <= 200:
             raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-        lock = f"{len(user.user_id)}:{user.user_id}:{key}"  # run_command's lock of the key
+        lock = key_lock(user, key)
         await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
         try:
             yield cls(conn, user, key, fingerprint)
@@ -87,33 +88,11 @@ class KeyedCommand:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
 
     async def replay(self) -> JSONResponse | None:
-        stored = await self.conn.fetchrow(
-            "SELECT request_hash, status_code, response, headers FROM idempotency_keys"
-            " WHERE principal = $1 AND key = $2",
-            self.user.user_id,
-            self.key,
-        )
-        if stored is None:
-            return None
-        if stored["request_hash"] != self.digest:
-            raise InvalidInput("Idempotency-Key", "was already used with a different request body")
-        headers = json.loads(stored["headers"])
-        headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(
-            json.loads(stored["response"]), status_code=stored["status_code"], headers=headers
-        )
+        return await stored_response(self.conn, self.user, self.key, self.digest)
 
     async def remember(self, result: CommandResult) -> None:
-        await self.conn.execute(
-            "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response,"
-            " headers) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
-            self.user.user_id,
-            self.key,
-            self.digest,
-            result.status,
-            json.dumps(jsonable_encoder(result.body)),
-            json.dumps(result.headers),
-        )
+        body = jsonable_encoder(result.body)
+        await store_response(self.conn, self.user, self.key, self.digest, result, body)
 
 
 def refuse_nulls(body: BaseModel, *fields: str) -> None:
