@@ -108,12 +108,8 @@ def _descendants(root: int) -> list[int]:
 
 def platform_rss(root: int) -> dict[str, float]:
     """RSS (MB) of each known process under ``root`` (the `crm up` process), by label."""
-    tree = _children()
     found: dict[str, float] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        todo += tree.get(pid, [])
+    for pid in [root, *_descendants(root)]:
         label = _label(pid)
         rss = rss_mb(pid)
         if label is not None and rss is not None:
