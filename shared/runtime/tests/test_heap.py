@@ -13,6 +13,7 @@ class _Node:
 
 
 def test_settle_freezes_startup_and_later_cycles_are_still_collected() -> None:
+    old = gc.get_threshold()
     try:
         before = gc.get_freeze_count()
         kept = [_Node() for _ in range(100)]  # "startup" objects
@@ -25,3 +26,22 @@ def test_settle_freezes_startup_and_later_cycles_are_still_collected() -> None:
         assert len(kept) == 100
     finally:
         gc.unfreeze()
+        gc.set_threshold(*old)
+
+
+def test_after_settle_the_collector_still_runs_on_its_own() -> None:
+    import weakref
+
+    old = gc.get_threshold()
+    try:
+        heap.settle()
+        assert gc.get_threshold()[0] > old[0]  # the young generation is collected less often
+        cycle = _Node()
+        alive = weakref.ref(cycle)
+        del cycle
+        keep = [[i] for i in range(3 * gc.get_threshold()[0])]  # allocations, no collect()
+        assert alive() is None  # an automatic collection found the cycle
+        assert len(keep) == 3 * gc.get_threshold()[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old)

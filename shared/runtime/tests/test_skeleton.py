@@ -321,3 +321,31 @@ def test_logged_tracebacks_keep_causes_and_groups_but_no_quoted_values() -> None
     except ExceptionGroup as e:
         grouped = format_exception(e)
     assert "1 of 1" in grouped and "in fails" in grouped and "the member's own" in grouped
+
+
+async def test_opentelemetry_is_asked_per_request_only_when_tracing_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    from crm_runtime.http.app import create_service_app
+
+    asked: list[int] = []
+    real = trace.get_tracer_provider
+
+    def counting() -> Any:
+        asked.append(1)
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    for tracing, expect_asked in ((False, False), (True, True)):
+        asked.clear()
+        settings = Settings(service_name="marketing", otel_tracing=tracing)
+        app = create_service_app(settings, title="t", description="d", routers=[], migrations=[])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for _ in range(3):
+                assert (await c.get("/health/live")).status_code == 200
+        assert bool(asked) is expect_asked
+        # FastAPI's own exception log records carry error messages: never on.
+        assert app._telemetry["logs"] is False

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+    otel_tracing: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans and request metrics, for a process that "
+        "configures an OpenTelemetry SDK. Off: nothing is checked per request. FastAPI's "
+        "exception log records stay off either way (they carry error messages, which may "
+        "quote personal data).",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
