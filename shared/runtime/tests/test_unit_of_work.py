@@ -193,3 +193,70 @@ async def test_released_command_connections_keep_a_clean_session(pool: asyncpg.P
         await raw.execute("SET application_name = 'dirty'")
     async with pool.acquire() as raw:
         assert await raw.fetchval("SHOW application_name") != "dirty"
+
+
+class _Racer:
+    """A command that reads its stream's version, lets another writer append to the stream
+    (on the first ``races`` runs), then appends at the version it read; an If-Match is checked
+    against what it read."""
+
+    def __init__(self, store: EventStore, pool: asyncpg.Pool, races: int, if_match: int | None):
+        self.store, self.pool, self.races, self.if_match = store, pool, races, if_match
+        self.runs = 0
+
+    async def __call__(self, conn: Any) -> Any:
+        from crm_runtime.http.commands import CommandResult, check_version
+
+        self.runs += 1
+        version = await self.store.stream_version("lead-r", conn)
+        check_version(self.if_match, version)
+        if self.runs <= self.races:
+            async with self.pool.acquire() as other:
+                await self.store.append(other, "lead-r", "lead", version, [ev(99)], META)
+        stored = await self.store.append(conn, "lead-r", "lead", version, [ev(self.runs)], META)
+        return CommandResult(200, {"version": stored[-1].version})
+
+
+META = Metadata(actor="u-1")
+
+
+async def _run_racer(pool: asyncpg.Pool, racer: _Racer) -> Any:
+    from types import SimpleNamespace
+
+    from crm_runtime.http.auth import Principal
+    from crm_runtime.http.commands import run_command
+
+    ctx: Any = SimpleNamespace(pool=pool, store=racer.store)
+    user = Principal("u-1", frozenset({"sales_rep"}))
+    return await run_command(ctx, user, None, None, racer)
+
+
+async def test_a_command_that_lost_a_race_runs_again_on_the_new_state(
+    pool: asyncpg.Pool,
+) -> None:
+    import json
+
+    from crm_runtime.errors import Conflict, PreconditionFailed
+
+    store = EventStore(pool, "/crm/test")
+    await store.append(pool, "lead-r", "lead", 0, [ev()], META)
+
+    # Without If-Match: the second run applies the change on top of the other writer's.
+    racer = _Racer(store, pool, races=1, if_match=None)
+    response = await _run_racer(pool, racer)
+    assert response.status_code == 200 and racer.runs == 2
+    assert json.loads(response.body) == {"version": 3}  # the first, the other's, its own
+    assert [e.data["n"] for e in await store.read_stream("lead-r")] == [0, 99, 2]
+
+    # With If-Match naming the version read first: checked afresh, now stale -> 412.
+    racer = _Racer(store, pool, races=1, if_match=3)
+    with pytest.raises(PreconditionFailed) as stale:
+        await _run_racer(pool, racer)
+    assert type(stale.value) is PreconditionFailed and racer.runs == 2
+
+    # Losing every time: a 409 (not a 412: the client set no precondition), nothing of its own.
+    racer = _Racer(store, pool, races=99, if_match=None)
+    with pytest.raises(Conflict):
+        await _run_racer(pool, racer)
+    events = await store.read_stream("lead-r")
+    assert racer.runs == 3 and all(e.data["n"] == 99 for e in events[4:])

@@ -15,12 +15,15 @@ from pydantic import BaseModel
 from crm_runtime import db
 from crm_runtime.context import ServiceContext
 from crm_runtime.db import Conn
-from crm_runtime.errors import InvalidInput, PreconditionFailed
+from crm_runtime.errors import ConcurrencyError, Conflict, InvalidInput, PreconditionFailed
 from crm_runtime.eventstore import Metadata
 from crm_runtime.http.auth import Principal
 from crm_runtime.logs import correlation_id
 from crm_runtime.repository import check_version as check_version
 from crm_runtime.unit_of_work import CommandConnection
+
+# How often a command is run when another one keeps changing its record under it.
+COMMAND_ATTEMPTS = 3
 
 
 @dataclass
@@ -66,19 +69,33 @@ async def run_command(
     """
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
-    unchanged = None
-    try:
-        async with ctx.pool.acquire() as raw:
-            try:
-                async with CommandConnection(raw, ctx.store.notifier) as conn:
-                    return await _run(conn, user, idempotency_key, request_fingerprint, command)
-            finally:
-                # A command only reaches the database through `conn`, inside its transaction
-                # (no SET, LISTEN, session lock or cursor outlives it): no reset on release.
-                unchanged = db.session_unchanged(raw)
-    finally:
-        if unchanged is not None:
-            db.reset_session_unchanged(unchanged)
+    for attempt in range(1, COMMAND_ATTEMPTS + 1):
+        unchanged = None
+        try:
+            async with ctx.pool.acquire() as raw:
+                try:
+                    async with CommandConnection(raw, ctx.store.notifier) as conn:
+                        return await _run(conn, user, idempotency_key, request_fingerprint, command)
+                finally:
+                    # A command only reaches the database through `conn`, inside its
+                    # transaction (no SET, LISTEN, session lock or cursor outlives it): no
+                    # reset on release.
+                    unchanged = db.session_unchanged(raw)
+        except ConcurrencyError as exc:
+            # Another command changed the record between this one's read and its append, and
+            # this one rolled back. A client's If-Match was checked against what was read
+            # (repository.check_version), so this is no answer to the client's precondition:
+            # run the command again on the new state, where If-Match is checked afresh.
+            if attempt == COMMAND_ATTEMPTS:
+                raise Conflict(
+                    "the record kept changing while this change was applied; nothing was"
+                    " recorded, try again",
+                    current_version=exc.extra.get("current_version"),
+                ) from None
+        finally:
+            if unchanged is not None:
+                db.reset_session_unchanged(unchanged)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _run(
