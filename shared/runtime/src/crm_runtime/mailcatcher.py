@@ -383,11 +383,12 @@ def create_mail_app(store: MailStore) -> FastAPI:
     """The web API of the capturing SMTP server: the router plus problem+json errors."""
     from fastapi import FastAPI
 
-    from crm_runtime.http import problems
+    from crm_runtime.http import docs, problems
 
-    app = FastAPI(title="CRM captured mail", version="1", redoc_url=None)
+    app = FastAPI(title="CRM captured mail", version="1", docs_url=None, redoc_url=None)
     app.include_router(mail_router(store))
     problems.install(app)
+    docs.install(app)  # /docs with Swagger UI's files served locally, as the services do
     return app
 
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crm_runtime import heap, kafka
 from crm_runtime.context import ServiceContext, database_url, open_context
 from crm_runtime.eventstore import Checkpoint
-from crm_runtime.http import problems
+from crm_runtime.http import docs, problems
 from crm_runtime.http.auth import require
 from crm_runtime.http.correlation import CID_HEADER, correlation_id_of
 from crm_runtime.http.correlation import new_correlation_id as new_correlation_id
@@ -195,6 +195,10 @@ def create_service_app(
         version="0.1.0",
         max_body_size=max_body_size,
         lifespan=lifespan,
+        # FastAPI's pages load their scripts from the internet: /docs is served with local
+        # assets below (crm_runtime.http.docs), and ReDoc, which has no local copy, is off.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI otherwise asks OpenTelemetry on every request whether a provider has been set
         # (environment lookups, ~5% of a create-lead's CPU); we have Prometheus metrics.
         telemetry={
@@ -277,4 +281,5 @@ def create_service_app(
         app.include_router(router)
     app.include_router(health)
     app.include_router(feed)
+    docs.install(app)
     return app
