@@ -120,9 +120,17 @@ class EmbeddedPostgres:
         self._server = pgserver.get_server(  # type: ignore[attr-defined]
             str(self.data_dir), cleanup_mode="stop" if self.keep else "delete"
         )
-        # The server's own log (in the data directory) without DETAIL lines: "Failing row
-        # contains (...)" and "Key (email)=(...)" quote row values, personal data among them.
-        self._server.psql("ALTER SYSTEM SET log_error_verbosity = 'terse'")
+        # The server's own log (in the data directory) keeps no error of a client's statement:
+        # their messages quote values ('invalid input syntax for type uuid: "ada@..."', "Failing
+        # row contains (...)", "Key (email)=(...)"), personal data among them. The client gets
+        # the error and the service logs it without the values (crm_runtime.logs). Server
+        # events (LOG: start, checkpoints; FATAL, PANIC) are still written.
+        for setting in (
+            "log_min_messages = 'log'",  # in the server log's order ERROR ranks below LOG
+            "log_min_error_statement = 'panic'",  # nor the failing statement's text
+            "log_error_verbosity = 'terse'",  # and no DETAIL lines for what remains
+        ):
+            self._server.psql(f"ALTER SYSTEM SET {setting}")
         self._server.psql("SELECT pg_reload_conf()")
         return self
 
