@@ -202,6 +202,8 @@ async def states_of(conn: Conn, ticket_id: str) -> dict[tuple[str, int], dict[st
 
 
 async def upsert_state(conn: Conn, row: dict[str, Any]) -> None:
+    """Insert or update one target's state; a row evaluated later than ``row`` stays as it is
+    (an older evaluation never overwrites a newer one)."""
     await conn.execute(
         """
         INSERT INTO sla_states (ticket_id, target, episode, priority, status, started_at,
@@ -216,6 +218,7 @@ async def upsert_state(conn: Conn, row: dict[str, Any]) -> None:
             at_risk_percent = EXCLUDED.at_risk_percent, due_at = EXCLUDED.due_at,
             at_risk_at = EXCLUDED.at_risk_at, breached_at = EXCLUDED.breached_at,
             evaluated_at = EXCLUDED.evaluated_at
+        WHERE sla_states.evaluated_at <= EXCLUDED.evaluated_at
         """,
         row["ticket_id"],
         row["target"],

@@ -14,8 +14,10 @@ Jobs (``sla_jobs(ctx)``, merged into the service's scheduler by ``jobs.py``):
   The ticket commands that move a clock (opening, a status change, the first public reply, a
   priority change) run the same evaluation for their ticket in their own transaction
   (``evaluate_ticket``), so the SLA state is there with the command; the job is what notices
-  time passing (at risk, breached) and catches up policy and calendar changes.
-- ``sla.escalate``: ``no_public_answer`` rules over open tickets.
+  time passing (at risk, breached) and catches up policy and calendar changes. An evaluation
+  never measures at a time earlier than the ticket's last one (nor overwrites a newer state).
+- ``sla.escalate``: ``no_public_answer`` rules over open tickets, each decided from the ticket
+  as read under the same per-ticket lock (a public reply committed meanwhile is seen).
 - ``sla.escalation_mail``: e-mails the rule's managers after the commit; a failure is retried
   on later ticks (up to ``MAX_MAIL_ATTEMPTS``).
 
@@ -231,11 +233,21 @@ async def evaluate_ticket(conn: Conn, store: EventStore, ticket_id: str, now: da
     the same ``at_risk_flagged`` / ``breached`` events (the ``sla-<ticket>`` stream keeps each at
     most once per target and episode, whichever path sees it first) and escalates a breach the
     same way. Returns how many signals were recorded (0 without a policy for the priority)."""
+    # The lock first, also without a policy: a ``no_public_answer`` escalation re-reads the
+    # ticket under it, so it waits for this command (a public reply, say) to commit.
+    await lock_ticket(conn, ticket_id)
     policies = await sla_view.policies(conn)
     if not policies:
         return 0
     rules = (await escalation_rules(conn, store)).rules
     return await _evaluate_ticket(conn, store, ticket_id, policies, None, rules, now)
+
+
+async def lock_ticket(conn: Conn, ticket_id: str) -> None:
+    """The per-ticket SLA lock (``sla:<ticket id>``, held until the transaction ends; taking it
+    again in the same transaction is free): SLA evaluations and escalation decisions of one
+    ticket run one at a time, each reading the ticket once it holds the lock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"sla:{ticket_id}")
 
 
 async def _evaluate_ticket(
@@ -247,19 +259,32 @@ async def _evaluate_ticket(
     rules: list[EscalationRule],
     now: datetime,
 ) -> int:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"sla:{ticket_id}")
+    await lock_ticket(conn, ticket_id)
     # The ticket as it is now that the lock is held (not as when a tick listed it): a ticket
     # command that changed it meanwhile has committed, with its own evaluation.
     t = await sla_view.ticket(conn, ticket_id)
     if t is None or t.priority not in policies:
         return 0
+    # Time never runs backwards for a ticket. ``now`` was read before the lock was taken: the
+    # job's once per tick (a long tick reaches a ticket minutes later), a command's when its
+    # request came in. An evaluation with a later time may have committed meanwhile (typically a
+    # ticket command during a tick). Measured at our earlier time, this evaluation would
+    # overwrite that fresher state with an older picture (a pause or stop not yet in force,
+    # less elapsed time, the deadline projected from a past instant) and would decide at-risk
+    # and breach on a time already superseded. So it measures at the later of the two: that
+    # time has been reached, and the ticket as read under the lock holds every change up to
+    # it. Skipping the ticket instead would be wrong for a command, whose change (a pause, a
+    # stop, a new priority) must reach the state, and would leave a policy or calendar change
+    # for the job to apply a tick later. ``sla_view.upsert_state`` also refuses to go back in
+    # time, should anything write without this.
+    states = await sla_view.states_of(conn, t.ticket_id)
+    now = max([now, *(s["evaluated_at"] for s in states.values())])
     policy = policies[t.priority]
     if calendars is None:
         calendars = await sla_view.calendars(conn, only=policy.calendar_id)
     calendar = calendars.get(policy.calendar_id) or BusinessCalendar.always()
     timeline = (await sla_view.timelines(conn, [t]))[t.ticket_id]
     measurements = measure(timeline, calendar, now)
-    states = await sla_view.states_of(conn, t.ticket_id)
     repo = Repository(store, TicketSla)
     sla: TicketSla | None = None
     breaches: list[Measurement] = []
@@ -414,22 +439,38 @@ async def _escalate(
 
 
 async def escalate_unanswered(pool: asyncpg.Pool, store: EventStore, now: datetime) -> int:
-    """Apply the ``no_public_answer`` rules to open tickets; return how many escalated."""
+    """Apply the ``no_public_answer`` rules to open tickets; return how many escalated.
+
+    The list of open tickets is only a list of candidates: it is read once, outside any lock,
+    and an agent may answer a candidate publicly before its turn comes. Each candidate is
+    decided from the ticket as it is once the per-ticket SLA lock is held, in the transaction
+    that records the escalation; a public reply takes that lock too (``evaluate_ticket`` in
+    the reply's transaction), so the reply is either committed and seen here, or waits and
+    comes after the escalation."""
     async with pool.acquire() as conn:
         rules = [
             r for r in (await escalation_rules(conn, store)).rules if r.kind == "no_public_answer"
         ]
         if not rules:
             return 0
-        tickets = await sla_view.open_tickets(conn)
+        snapshot = await sla_view.open_tickets(conn)
+    candidates = [
+        t.ticket_id
+        for t in snapshot
+        if any(unanswered_episode(rule, _facts(t), now) is not None for rule in rules)
+    ]
     escalated = 0
-    for t in tickets:
-        for rule in rules:
-            since = unanswered_episode(rule, _facts(t), now)
-            if since is None:
+    for ticket_id in candidates:
+        async with pool.acquire() as conn, conn.transaction():
+            await lock_ticket(conn, ticket_id)
+            t = await sla_view.ticket(conn, ticket_id)
+            if t is None:
                 continue
-            days = (now - since).total_seconds() / 86400
-            async with pool.acquire() as conn, conn.transaction():
+            for rule in rules:
+                since = unanswered_episode(rule, _facts(t), now)
+                if since is None:
+                    continue
+                days = (now - since).total_seconds() / 86400
                 if await _escalate(
                     conn,
                     store,
