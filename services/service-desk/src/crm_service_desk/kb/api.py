@@ -28,10 +28,10 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
-from crm_runtime.http.params import Instant
 from crm_runtime.http.ratelimit import limit_per_client
 from crm_runtime.logs import correlation_id
 from crm_service_desk.config import DeskSettings
+from crm_service_desk.entrypoints.inputs import ClientTime
 from crm_service_desk.kb import tokens, views
 from crm_service_desk.kb.domain import Article, Category, Revision, Voter, normalise_language
 from crm_service_desk.kb.handlers import KbHandlers
@@ -75,7 +75,7 @@ IfMatch = Annotated[
     str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
 ]
 AsOf = Annotated[
-    Instant | None, Query(description="ISO 8601 time with zone: the record as it was then")
+    ClientTime | None, Query(description="ISO 8601 time with zone: the record as it was then")
 ]
 Limit = Annotated[int, Query(ge=1, le=100)]
 LanguageQ = Annotated[

@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crm_service_desk.entrypoints.inputs import NotBlank, OneLine
+
 Id = Annotated[str, Field(min_length=1, max_length=100)]
-Title = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^[^\r\n]*\S[^\r\n]*$")]
+Title = Annotated[str, Field(min_length=1, max_length=300), NotBlank, OneLine]
 Body = Annotated[str, Field(max_length=200_000, description="Markdown")]
 Language = Annotated[
     str,
@@ -20,7 +22,8 @@ Language = Annotated[
         examples=["en", "de", "pt-BR"],
     ),
 ]
-Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tag = Annotated[str, Field(min_length=1, max_length=50), NotBlank]
+CategoryName = Annotated[str, Field(min_length=1, max_length=120), NotBlank]
 Note = Annotated[str, Field(max_length=1000)]
 Comment = Annotated[str, Field(max_length=2000)]
 State = Literal["draft", "published", "archived"]
@@ -34,13 +37,13 @@ class _In(BaseModel):
 
 
 class CategoryCreate(_In):
-    name: Annotated[str, Field(min_length=1, max_length=120, pattern=r"\S")]
+    name: CategoryName
     description: Annotated[str, Field(max_length=2000)] | None = None
     parent_id: Id | None = None
 
 
 class CategoryPatch(_In):
-    name: Annotated[str, Field(min_length=1, max_length=120, pattern=r"\S")] | None = None
+    name: CategoryName | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     parent_id: Id | None = None
 

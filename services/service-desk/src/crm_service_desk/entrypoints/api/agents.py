@@ -23,12 +23,12 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
-from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import routing_view
 from crm_service_desk.application.routing import AgentHandlers, QueueHandlers
 from crm_service_desk.domain.agent import Agent
 from crm_service_desk.domain.routing import Queue
+from crm_service_desk.entrypoints.inputs import ClientTime, Label, NotBlank
 
 agents_router = APIRouter(prefix="/agents", tags=["routing"])
 queues_router = APIRouter(prefix="/queues", tags=["routing"])
@@ -40,10 +40,9 @@ ServiceManager = Annotated[Principal, Depends(require("service_manager"))]
 IfMatch = Annotated[
     str | None, Header(alias="If-Match", description="the ETag (version) your change is based on")
 ]
-AsOf = Annotated[Instant | None, Query(description="read the record as it was at this time")]
+AsOf = Annotated[ClientTime | None, Query(description="read the record as it was at this time")]
 Limit = Annotated[int, Query(ge=1, le=200)]
 ConfigId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
-Label = Annotated[str, Field(min_length=1, max_length=100)]
 Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=20)]
 QueueRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
@@ -287,7 +286,7 @@ class QueueIn(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
     description: str | None = Field(default=None, max_length=2000)
     active: bool = Field(
         default=True, description="rules pointing at an inactive queue are skipped"

@@ -21,7 +21,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
-from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import sla_view
 from crm_service_desk.application import sla
@@ -40,6 +39,7 @@ from crm_service_desk.entrypoints.api.agents import (
     load_as_of,
     saved,
 )
+from crm_service_desk.entrypoints.inputs import ClientDay, ClientTime, NotBlank
 
 router = APIRouter(tags=["SLAs and escalation"])
 
@@ -47,6 +47,15 @@ PriorityPath = Annotated[Literal["low", "normal", "high", "urgent"], Path()]
 
 
 # --- calendars --------------------------------------------------------------------------------
+
+
+class HolidayIn(BaseModel):
+    """A holiday as a client sends it (the event's ``Holiday``, with the day checked)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: ClientDay
+    name: str | None = None
 
 
 class CalendarIn(BaseModel):
@@ -67,16 +76,20 @@ class CalendarIn(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
     timezone: str = Field(min_length=1, max_length=64, description="IANA name")
     hours: list[WorkingHours] = Field(
         max_length=7, description="weekdays not listed have no working time"
     )
-    holidays: list[Holiday] = Field(default_factory=list, max_length=1000)
+    holidays: list[HolidayIn] = Field(default_factory=list, max_length=1000)
 
 
-class CalendarOut(CalendarIn):
+class CalendarOut(BaseModel):
     calendar_id: str
+    name: str
+    timezone: str
+    hours: list[WorkingHours]
+    holidays: list[Holiday]
     version: int
 
 
@@ -126,8 +139,8 @@ async def business_time(
     calendar_id: str,
     ctx: CtxDep,
     user: ConfigReader,
-    start: Instant,
-    end: Instant | None = None,
+    start: ClientTime,
+    end: ClientTime | None = None,
     add_minutes: Annotated[float | None, Query(ge=0, le=10_000_000)] = None,
 ) -> dict[str, Any]:
     for name, value in (("start", start), ("end", end)):
@@ -168,7 +181,7 @@ async def put_calendar(
             name=body.name,
             timezone=body.timezone,
             hours=body.hours,
-            holidays=body.holidays,
+            holidays=[Holiday(day=h.day, name=h.name) for h in body.holidays],
             expected=expected_version(if_match),
         )
         return saved(c, calendar_out(c), created, f"/calendars/{calendar_id}")

@@ -24,7 +24,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
-from crm_runtime.http.params import Instant
 from crm_runtime.mail import Mailer
 from crm_runtime.repository import check_version
 from crm_service_desk import access
@@ -53,6 +52,7 @@ from crm_service_desk.entrypoints.api.tickets_schemas import (
     TicketPatch,
     TicketSummary,
 )
+from crm_service_desk.entrypoints.inputs import ClientTime
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ async def get_ticket(
     desk: DeskDep,
     user: Reader,
     response: Response,
-    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[ClientTime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TicketOut:
     ticket = await handlers_for(ctx, desk).tickets.load(ticket_id, as_of=as_of)
     response.headers["ETag"] = etag(ticket.version)

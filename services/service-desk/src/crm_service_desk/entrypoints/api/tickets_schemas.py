@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from crm_events.schemas.service import (
     ProductReturn,
@@ -17,28 +16,19 @@ from crm_events.schemas.service import (
     TicketStatus,
 )
 from crm_service_desk.domain.ticket import Ticket
+from crm_service_desk.entrypoints.inputs import Label, NotBlank, OneLine
 
-Label = Annotated[str, Field(min_length=1, max_length=100)]
 Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=20)]
-Body = Annotated[str, Field(min_length=1, max_length=20000)]
-
-
-def _one_line(value: str) -> str:
-    """A subject becomes a mail header: line breaks and other control characters are refused."""
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
-        raise ValueError("must be one line, without line breaks or control characters")
-    return value
-
-
-Subject = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_one_line)]
+Body = Annotated[str, Field(min_length=1, max_length=20000), NotBlank]
+Subject = Annotated[str, Field(min_length=1, max_length=300), NotBlank, OneLine]
 
 
 class ReturnIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    order_ref: str = Field(min_length=1, max_length=100)
-    product_ref: str = Field(min_length=1, max_length=100)
-    reason: str = Field(min_length=1, max_length=2000)
+    order_ref: Annotated[str, Field(min_length=1, max_length=100), NotBlank]
+    product_ref: Annotated[str, Field(min_length=1, max_length=100), NotBlank]
+    reason: Annotated[str, Field(min_length=1, max_length=2000), NotBlank]
 
 
 class _ReturnCheck(BaseModel):
@@ -163,7 +153,9 @@ class MergeIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"into": "T-7K3M9QX2PA"}]}
     )
 
-    into: str = Field(min_length=1, max_length=40, description="the ticket that survives")
+    into: Annotated[str, Field(min_length=1, max_length=40), NotBlank] = Field(
+        description="the ticket that survives"
+    )
 
 
 class ReturnMoveIn(BaseModel):
@@ -196,7 +188,7 @@ class PortalTicketIn(_ReturnCheck):
     email: EmailStr
     name: str | None = Field(default=None, max_length=200)
     subject: Subject
-    message: str = Field(min_length=1, max_length=10000)
+    message: Annotated[str, Field(min_length=1, max_length=10000), NotBlank]
     kind: TicketKind = "query"
     product: Label | None = None
     language: Language | None = None
