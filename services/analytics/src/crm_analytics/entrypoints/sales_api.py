@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 
 from crm_analytics import crosssell, sales
 from crm_analytics.access import AnalyticsReader
+from crm_analytics.entrypoints import schemas
 from crm_analytics.entrypoints.common import YEARS, AsOf, year_of
 from crm_runtime.http.app import CtxDep
 
@@ -25,12 +26,20 @@ MinConfidence = Annotated[
 ]
 
 
-@router.get("/pipeline", summary="Open pipeline by stage, owner, region or pipeline")
+@router.get(
+    "/pipeline",
+    summary="Open pipeline by stage, owner, region or pipeline",
+    response_model=schemas.Pipeline,
+    responses=schemas.ok(schemas.PIPELINE_EXAMPLE),
+)
 async def pipeline(
     ctx: CtxDep,
     _: AnalyticsReader,
     as_of: AsOf,
-    group_by: Literal["stage", "owner", "region", "pipeline"] = "stage",
+    group_by: Annotated[
+        Literal["stage", "owner", "region", "pipeline"],
+        Query(description="region: the customer's current region"),
+    ] = "stage",
 ) -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
         rows = await sales.pipeline(conn, group_by, as_of)
@@ -45,6 +54,8 @@ async def pipeline(
 @router.get(
     "/forecast",
     summary="Forecast per quarter (won + weighted open deals) against the same quarter last year",
+    response_model=schemas.Forecast,
+    responses=schemas.ok(schemas.FORECAST_EXAMPLE),
 )
 async def forecast(
     ctx: CtxDep,
@@ -71,7 +82,12 @@ async def forecast(
     }
 
 
-@router.get("/win-rate", summary="Won / (won + lost), and the average sales cycle of won deals")
+@router.get(
+    "/win-rate",
+    summary="Won / (won + lost), and the average sales cycle of won deals",
+    response_model=schemas.WinRate,
+    responses=schemas.ok(schemas.WIN_RATE_EXAMPLE),
+)
 async def win_rate(
     ctx: CtxDep,
     _: AnalyticsReader,
@@ -82,9 +98,17 @@ async def win_rate(
         return {**await sales.win_rate(conn, since, as_of), "as_of": as_of}
 
 
-@router.get("/stages", summary="Per stage: deals that entered, moved on, conversion, time in it")
+@router.get(
+    "/stages",
+    summary="Per stage: deals that entered, moved on, conversion, time in it",
+    response_model=schemas.Stages,
+    responses=schemas.ok(schemas.STAGES_EXAMPLE),
+)
 async def stages(
-    ctx: CtxDep, _: AnalyticsReader, as_of: AsOf, pipeline_id: str = "default"
+    ctx: CtxDep,
+    _: AnalyticsReader,
+    as_of: AsOf,
+    pipeline_id: Annotated[str, Query(description="the pipeline's id")] = "default",
 ) -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
         rows = await sales.stages(conn, pipeline_id, as_of)
@@ -92,13 +116,18 @@ async def stages(
 
 
 @router.get(
-    "/coverage", summary="Accounts per owner, and accounts nobody touched for N days (or ever)"
+    "/coverage",
+    summary="Accounts per owner, and accounts nobody touched for N days (or ever)",
+    response_model=schemas.Coverage,
+    responses=schemas.ok(schemas.COVERAGE_EXAMPLE),
 )
 async def coverage(
     ctx: CtxDep,
     _: AnalyticsReader,
     as_of: AsOf,
-    untouched_days: Annotated[int, Query(ge=1, le=3650)] = 30,
+    untouched_days: Annotated[
+        int, Query(ge=1, le=3650, description="untouched: no touch for this many days")
+    ] = 30,
 ) -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
         result = await sales.coverage(conn, datetime.now(UTC), untouched_days, as_of)
@@ -109,6 +138,8 @@ async def coverage(
     "/cross-sell/rules",
     summary="Association rules A -> B between the products of won deals (support, confidence, "
     "lift)",
+    response_model=schemas.Rules,
+    responses=schemas.ok(schemas.RULES_EXAMPLE),
 )
 async def cross_sell_rules(
     ctx: CtxDep,
@@ -116,7 +147,7 @@ async def cross_sell_rules(
     as_of: AsOf,
     min_support: MinSupport = Decimal("0.01"),
     min_confidence: MinConfidence = Decimal("0.1"),
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many rules")] = 100,
 ) -> dict[str, Any]:
     async with ctx.pool.acquire() as conn:
         baskets = await crosssell.won_baskets(conn, as_of)

@@ -6,15 +6,17 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from crm_analytics import churn, crosssell, service
 from crm_analytics.access import CustomerReader, check_customer, main_profile
 from crm_analytics.customers import health
+from crm_analytics.entrypoints import schemas
 from crm_analytics.entrypoints.common import AsOf
+from crm_analytics.entrypoints.schemas import ChurnOut
 from crm_analytics.history import customer_as_of
 from crm_analytics.timeline import customer_ids
 from crm_runtime.errors import NotFound
@@ -25,17 +27,50 @@ from crm_runtime.http.params import Instant
 router = APIRouter(tags=["timeline"])
 
 
+CustomerId = Annotated[
+    str, Path(description="any of the customer's ids: merged ids read as the one that stands")
+]
+
+
 class TimelineEntry(BaseModel):
-    event_id: str
+    event_id: str = Field(description="the event's id (a UUID)")
     customer_id: str = Field(description="the id the event was recorded under")
-    occurred_at: datetime
-    context: str
-    type: str
-    summary: str
-    link: str | None
-    stream_id: str
-    stream_version: int
-    data: dict[str, Any]
+    occurred_at: datetime = Field(
+        description="when it happened (a logged activity's own time, else the event's)"
+    )
+    context: str = Field(description="the source context: sales, marketing or service")
+    type: str = Field(description="the event type, e.g. `crm.sales.deal.opened`")
+    summary: str = Field(description="one readable line")
+    link: str | None = Field(
+        description="the source record, `<context>:/<resources>/<id>`; null: none"
+    )
+    stream_id: str = Field(description="the source stream, `<kind>-<id>`")
+    stream_version: int = Field(description="the event's position in its stream")
+    data: dict[str, Any] = Field(description="the event's payload (its type's current schema)")
+
+
+TIMELINE_EXAMPLE = {
+    "items": [
+        {
+            "event_id": "0b5e1c9a-3f2d-4c8e-9a7b-6d5c4b3a2f10",
+            "customer_id": "4f1c2d3e-6a7b-4c8d-9e0f-1a2b3c4d5e6f",
+            "occurred_at": "2026-11-20T14:03:00Z",
+            "context": "sales",
+            "type": "crm.sales.deal.stage_changed",
+            "summary": "Deal moved from identified to demo",
+            "link": "sales:/deals/2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "stream_id": "deal-2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "stream_version": 2,
+            "data": {
+                "deal_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+                "from_stage": "identified",
+                "to_stage": "demo",
+                "probability": 60,
+            },
+        }
+    ],
+    "next_cursor": "eyJ0IjoiMjAyNi0xMS0yMFQxNDowMzowMCswMDowMCIsImlkIjoiMGI1ZTFjOWEifQ",
+}
 
 
 @router.get(
@@ -45,18 +80,24 @@ class TimelineEntry(BaseModel):
     description="Merged customers share one timeline: asking for either id returns the events of "
     "both (X-Customer-Id names the id that stands, X-Customer-Ids every id included). An undone "
     "merge separates them again.",
+    responses={
+        **schemas.ok(TIMELINE_EXAMPLE),
+        **schemas.not_found("no event about this customer has been seen"),
+    },
 )
 async def customer_timeline(
-    customer_id: str,
+    customer_id: CustomerId,
     ctx: CtxDep,
     user: CustomerReader,
     response: Response,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[
+        str | None, Query(description="the previous page's next_cursor (same filters)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many entries")] = 100,
     context: Annotated[list[str] | None, Query(description="sales, marketing, service")] = None,
     type: Annotated[list[str] | None, Query(description="event types to include")] = None,
-    since: Instant | None = None,
-    until: Instant | None = None,
+    since: Annotated[Instant | None, Query(description="only from this time on")] = None,
+    until: Annotated[Instant | None, Query(description="only before this time")] = None,
 ) -> Page[TimelineEntry]:
     after = decode_cursor(cursor)
     async with ctx.pool.acquire() as conn:
@@ -120,27 +161,17 @@ class DealSummary(BaseModel):
     deal_id: str
     name: str
     stage: str
-    status: str
-    probability: int
-    amount_minor: int
-    currency: str
+    status: str = Field(description="`open` (the 360 lists the open deals)")
+    probability: int = Field(description="percent, 0-100")
+    amount_minor: int = Field(description="in the minor unit (cents) of `currency`")
+    currency: str = Field(description="the deal's ISO 4217 currency")
 
 
 class HealthOut(BaseModel):
-    score: int = Field(ge=0, le=100)
-    reasons: list[str]
-
-
-class ChurnFactor(BaseModel):
-    name: str
-    points: int
-    detail: str
-
-
-class ChurnOut(BaseModel):
-    score: int = Field(description="0-100, higher is likelier to churn")
-    level: Literal["low", "medium", "high"]
-    factors: list[ChurnFactor]
+    score: int = Field(ge=0, le=100, description="0-100, higher is healthier")
+    reasons: list[str] = Field(
+        description="what moved the score from 60, e.g. `last touch 3 days ago (+20)`"
+    )
 
 
 class Customer360(BaseModel):
@@ -150,31 +181,83 @@ class Customer360(BaseModel):
     display_name: str | None
     owner_id: str | None
     team_id: str | None
-    tier: str | None
-    first_seen_at: datetime
-    last_touch_at: datetime | None
-    last_touch_type: str | None
-    open_deals: list[DealSummary]
-    open_pipeline_base: str = Field(description="open deal amounts in the base currency (minor)")
-    weighted_pipeline_base: str
+    tier: str | None = Field(description="an account's tier")
+    first_seen_at: datetime = Field(description="the first event about any of its ids")
+    last_touch_at: datetime | None = Field(
+        description="the latest interaction in any context; null: never touched"
+    )
+    last_touch_type: str | None = Field(description="the event type of that interaction")
+    open_deals: list[DealSummary] = Field(description="latest changed first")
+    open_pipeline_base: str = Field(
+        description="the open deals' amounts in the base currency, minor units, as an integer "
+        "string"
+    )
+    weighted_pipeline_base: str = Field(
+        description="the same x each deal's probability, minor units, as an integer string"
+    )
     won_deals: int
     lost_deals: int
-    open_invoices: int
-    overdue_invoices: int
+    open_invoices: int = Field(description="invoices neither paid nor void")
+    overdue_invoices: int = Field(description="of those, overdue")
     open_tickets: int = Field(description="open service-desk tickets")
     open_complaints: int = Field(description="open tickets of the kind complaint")
     health: HealthOut
-    churn_risk: ChurnOut
+    churn_risk: ChurnOut = Field(description="as it is now, also with `as_of`")
+
+
+CUSTOMER_360_EXAMPLE = {
+    "customer_id": "4f1c2d3e-6a7b-4c8d-9e0f-1a2b3c4d5e6f",
+    "merged_ids": ["9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"],
+    "kind": "contact",
+    "display_name": "Ada Lovelace",
+    "owner_id": "alice",
+    "team_id": "emea",
+    "tier": None,
+    "first_seen_at": "2026-02-11T08:15:00Z",
+    "last_touch_at": "2026-11-23T16:40:00Z",
+    "last_touch_type": "crm.sales.activity.logged",
+    "open_deals": [
+        {
+            "deal_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "name": "Analytical Engines - 40 seats",
+            "stage": "demo",
+            "status": "open",
+            "probability": 60,
+            "amount_minor": 4800000,
+            "currency": "USD",
+        }
+    ],
+    "open_pipeline_base": "4416000",
+    "weighted_pipeline_base": "2649600",
+    "won_deals": 1,
+    "lost_deals": 0,
+    "open_invoices": 1,
+    "overdue_invoices": 0,
+    "open_tickets": 1,
+    "open_complaints": 0,
+    "health": {
+        "score": 100,
+        "reasons": [
+            "last touch 3 days ago (+20)",
+            "1 open deal(s) (+10)",
+            "1 won deal(s) (+10)",
+        ],
+    },
+    "churn_risk": {"score": 0, "level": "low", "factors": []},
+}
 
 
 @router.get(
     "/customers/{customer_id}",
     response_model=Customer360,
     summary="The 360 view: who, owner, open deals, invoices, last touch and a health score",
-    responses={404: {"description": "no event about this customer has been seen"}},
+    responses={
+        **schemas.ok(CUSTOMER_360_EXAMPLE),
+        **schemas.not_found("no event about this customer has been seen"),
+    },
 )
 async def customer_360(
-    customer_id: str, ctx: CtxDep, user: CustomerReader, as_of: AsOf
+    customer_id: CustomerId, ctx: CtxDep, user: CustomerReader, as_of: AsOf
 ) -> Customer360:
     async with ctx.pool.acquire() as conn:
         root, ids = await customer_ids(conn, customer_id)
@@ -253,31 +336,54 @@ async def customer_360(
 
 class SuggestionOut(BaseModel):
     product_id: str
-    name: str | None
-    confidence: float = Field(description="of the best rule from a product the customer owns")
-    lift: float
-    support: float
+    name: str | None = Field(description="its name on its latest deal line")
+    confidence: float = Field(
+        description="of the best rule from a product the customer owns, a fraction"
+    )
+    lift: float = Field(description="of that rule (> 1: bought together more than by chance)")
+    support: float = Field(description="of that rule: share of won deals with both")
     because: list[str] = Field(description="owned products whose rules point here, best first")
 
 
 class Suggestions(BaseModel):
     customer_id: str = Field(description="the id that stands (after merges)")
     owned: list[str] = Field(description="products on the customer's won deals")
-    suggestions: list[SuggestionOut]
+    suggestions: list[SuggestionOut] = Field(description="most confident first")
+
+
+SUGGESTIONS_EXAMPLE = {
+    "customer_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+    "owned": ["p-seat", "p-setup"],
+    "suggestions": [
+        {
+            "product_id": "p-support",
+            "name": "Premium support",
+            "confidence": 0.5,
+            "lift": 2.0,
+            "support": 0.0833,
+            "because": ["p-seat", "p-setup"],
+        }
+    ],
+}
 
 
 @router.get(
     "/customers/{customer_id}/suggestions",
     response_model=Suggestions,
     summary="Cross-sell and upsell: products bought with what this customer owns, that it lacks",
+    responses=schemas.ok(SUGGESTIONS_EXAMPLE),
 )
 async def customer_suggestions(
-    customer_id: str,
+    customer_id: CustomerId,
     ctx: CtxDep,
     user: CustomerReader,
-    min_support: Annotated[Decimal, Query(ge=0, le=1)] = Decimal("0.01"),
-    min_confidence: Annotated[Decimal, Query(ge=0, le=1)] = Decimal("0.1"),
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    min_support: Annotated[
+        Decimal, Query(ge=0, le=1, description="least share of won deals holding both products")
+    ] = Decimal("0.01"),
+    min_confidence: Annotated[
+        Decimal, Query(ge=0, le=1, description="least share of A's won deals that also hold B")
+    ] = Decimal("0.1"),
+    limit: Annotated[int, Query(ge=1, le=100, description="at most this many products")] = 10,
 ) -> Suggestions:
     async with ctx.pool.acquire() as conn:
         root, ids = await customer_ids(conn, customer_id)
