@@ -86,3 +86,39 @@ async def test_base_amounts_by_minor_unit(
     finally:
         for pool in (one, batched, rebuilt):
             await pool.close()
+
+
+async def test_won_revenue_is_rounded_to_the_base_currencys_minor_unit(
+    fresh_db: Callable[..., Any],
+) -> None:
+    # 10.01 EUR won, in a KWD base (3 decimals) and in a JPY base (none)
+    records = [
+        opened("K", "c-k", "2026-03-01T00:00:00", amount_minor=1_001, base_currency="KWD",
+               exchange_rate="0.3333"),
+        ev("crm.sales.deal.won", "c-k", "2026-03-02T00:00:00",
+           {"deal_id": "K", "stage": "won", "amount_minor": 1_001, "currency": "EUR"},
+           stream="deal-K", version=2),
+        opened("J", "c-j", "2026-03-01T00:00:00", amount_minor=1_001, base_currency="JPY",
+               exchange_rate="161.2345"),
+        ev("crm.sales.deal.won", "c-j", "2026-03-02T00:00:00",
+           {"deal_id": "J", "stage": "won", "amount_minor": 1_001, "currency": "EUR"},
+           stream="deal-J", version=2),
+    ]  # fmt: skip
+    one = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
+    batched = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
+    rebuilt = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
+    try:
+        await feed(one, records, batch=1)
+        await feed(batched, records, batch=len(records))
+        await rebuild(rebuilt, ListSource(records), progress=Progress(write=io.StringIO().write))
+        for pool in (one, batched, rebuilt):
+            won = {
+                r["deal_id"]: r["won_base"]
+                for r in await pool.fetch("SELECT deal_id, won_base FROM funnel_deals")
+            }
+            # 3.336333 KWD -> 3.336 (not 3.34); 1613.957... JPY -> 1614 (not 1613.96)
+            assert won == {"K": Decimal("3.336"), "J": Decimal("1614")}
+            assert [str(won["K"]), str(won["J"])] == ["3.336", "1614"]
+    finally:
+        for pool in (one, batched, rebuilt):
+            await pool.close()

@@ -308,9 +308,8 @@ class BulkState:
             if deal is not None:
                 digits = minor_digits(d["currency"])
                 won = Decimal(d["amount_minor"]).scaleb(-digits) * deal["exchange_rate"]
-                deal.update(
-                    won_at=at, won_base=won.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-                )
+                unit = Decimal(1).scaleb(-minor_digits(deal["base_currency"]))
+                deal.update(won_at=at, won_base=won.quantize(unit, rounding=ROUND_HALF_UP))
 
     # --- writing -------------------------------------------------------------------------
 

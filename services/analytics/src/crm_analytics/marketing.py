@@ -4,6 +4,7 @@ per message with underperformers flagged, and lead volume and quality by source.
 
 from __future__ import annotations
 
+import json
 import statistics
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -11,8 +12,11 @@ from typing import Any
 
 from crm_analytics.pipelined import apply_pipelined
 from crm_events import CloudEvent, EventPayload
-from crm_events.money import minor_digits
+from crm_events.money import MINOR_DIGITS, minor_digits
 from crm_runtime.db import Conn
+
+# The currencies whose minor unit is not 2 decimals, for SQL (the others: 2).
+_MINOR_DIGITS_JSON = json.dumps(dict(MINOR_DIGITS))
 
 MESSAGE_STEPS = {
     "crm.marketing.message.sent": "sent_at",
@@ -115,13 +119,16 @@ class MarketingAnalyticsProjection:
             )
         elif t == "crm.sales.deal.won":
             digits = minor_digits(d["currency"])  # the rate is per major unit
+            # In major units of the base currency, to its minor unit (the row knows the base).
             await conn.execute(
                 "UPDATE funnel_deals SET won_at = $2,"
-                " won_base = round($3::numeric / $4 * exchange_rate, 2) WHERE deal_id = $1",
+                " won_base = round($3::numeric / $4 * exchange_rate,"
+                " coalesce(($5::jsonb ->> base_currency)::int, 2)) WHERE deal_id = $1",
                 d["deal_id"],
                 at,
                 d["amount_minor"],
                 10**digits,
+                _MINOR_DIGITS_JSON,
             )
 
 
