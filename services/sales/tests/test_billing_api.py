@@ -207,6 +207,35 @@ async def test_products_and_the_price_book(
 # --- quotes -------------------------------------------------------------------------------------
 
 
+async def test_blank_product_text_and_unknown_currencies_are_a_422(meg: Caller) -> None:
+    body = {"sku": "SEAT", "name": "Seat", "prices": {"EUR": 100}}
+    for wrong, field in (
+        ({"name": "   "}, "name"),
+        ({"description": " \n "}, "description"),
+        ({"unit": "  "}, "unit"),
+        ({"prices": {"EUR": 100, "XXX": 100}}, "prices.XXX.[key]"),
+        ({"prices": {"ABC": 100}}, "prices.ABC.[key]"),
+    ):
+        p = problem(await meg.post("/products", json={**body, **wrong}), 422)
+        assert [e["field"] for e in p["errors"]] == [field], wrong
+    assert (await ok(await meg.get("/products")))["items"] == []
+
+    created = {**body, "name": "  Seat (annual) ", "description": " One user\n", "unit": " seat "}
+    p = await ok(await meg.post("/products", json=created), 201)
+    assert (p["name"], p["description"], p["unit"]) == ("Seat (annual)", "One user", "seat")
+    url = f"/products/{p['id']}"
+    for wrong, field in (
+        ({"name": "\t"}, "name"),
+        ({"description": " "}, "description"),
+        ({"prices": {"XTS": 1}}, "prices.XTS.[key]"),
+    ):
+        bad = problem(await meg.patch(url, json=wrong), 422)
+        assert [e["field"] for e in bad["errors"]] == [field], wrong
+    assert (await ok(await meg.get(url)))["version"] == 1  # nothing changed
+    renamed = await ok(await meg.patch(url, json={"name": " Seat (2027) "}))
+    assert renamed["name"] == "Seat (2027)"
+
+
 async def test_a_quote_drafted_from_a_deal_with_exact_totals(meg: Caller, alice: Caller) -> None:
     seat = await product(meg, "SEAT", prices={"EUR": 120_000, "USD": 130_000})
     hours = await product(meg, "HOUR", prices={"EUR": 3_333}, tax_rate="8.875", unit="hour")
@@ -293,6 +322,13 @@ async def test_bad_quote_input_is_named_and_changes_nothing(meg: Caller, alice: 
         ({"deal_id": d["id"], "valid_until": "2000-01-01"}, 422, "valid_until"),
         ({"deal_id": d["id"], "contact_id": "nope"}, 422, "contact_id"),
         ({"deal_id": d["id"], "currency": "eur"}, 422, "currency"),
+        ({"deal_id": d["id"], "currency": "XXX"}, 422, "currency"),
+        ({"deal_id": d["id"], "currency": "ABC"}, 422, "currency"),
+        ({"deal_id": d["id"], "title": "   "}, 422, "title"),
+        (lines({**free, "name": " \t "}), 422, "lines.0.name"),
+        (lines({**free, "description": "  "}), 422, "lines.0.description"),
+        (lines({**free, "unit": " "}), 422, "lines.0.unit"),
+        ({"deal_id": d["id"], "valid_until": "2201-01-01"}, 422, "valid_until"),
     ]
     for body, status, field in cases:
         p = problem(await alice.post("/quotes", json=body), status)
@@ -301,6 +337,10 @@ async def test_bad_quote_input_is_named_and_changes_nothing(meg: Caller, alice: 
     assert "has no price in USD" in reason and "EUR" in reason
     reason = problem(await alice.post("/quotes", json=cases[3][0]), 422)["errors"][0]["reason"]
     assert "inactive" in reason
+    reason = problem(await alice.post("/quotes", json=cases[13][0]), 422)["errors"][0]["reason"]
+    assert "ISO 4217" in reason and "ABC" not in reason
+    reason = problem(await alice.post("/quotes", json=cases[-1][0]), 422)["errors"][0]["reason"]
+    assert "between 1900-01-01 and 2200-12-31" in reason
     assert (await ok(await alice.get("/quotes")))["items"] == []
     # ... and no quote number was used up by them
     assert (await quote(alice, d["id"]))["number"] == f"Q-{YEAR}-000001"
@@ -570,6 +610,12 @@ async def test_partial_and_full_payment(alice: Caller, user: Callable[..., Calle
         await alice.post(f"{url}/payments", json={"amount_minor": 1, "received_at": future}), 422
     )
     assert bad["errors"][0]["field"] == "received_at"
+    for wrong, field in (
+        ({"currency": "XXX"}, "currency"),
+        ({"received_at": "1899-12-31T12:00:00Z"}, "received_at"),
+    ):
+        bad = problem(await alice.post(f"{url}/payments", json={"amount_minor": 1, **wrong}), 422)
+        assert [e["field"] for e in bad["errors"]] == [field]
     stale = await alice.post(
         f"{url}/payments", json={"amount_minor": 1}, headers={"If-Match": '"5"'}
     )

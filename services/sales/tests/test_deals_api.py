@@ -193,6 +193,113 @@ async def test_null_for_a_required_deal_term_is_a_422(as_user: Callable[..., Cal
     assert cleared.status_code == 200 and cleared.json()["expected_close"] is None
 
 
+async def test_unknown_currency_codes_are_a_422_naming_the_field(
+    as_user: Callable[..., Caller],
+) -> None:
+    """Three capital letters are not enough: XXX (no currency), XTS (testing), XAU (gold) and
+    made-up codes are refused wherever a currency is taken; the reason does not echo the value."""
+    meg = as_user("sales_manager", user="meg", team="emea")
+    c = await contact(meg)
+    body = {"name": "Seats", "contact_id": c["id"], "currency": "EUR", "amount_minor": 5_000}
+    deal = (await meg.post("/deals", json=body)).json()
+    url = f"/deals/{deal['id']}"
+    lead = (await meg.post("/leads", json={"name": "Bo", "company": "Bo Inc"})).json()
+    for code in ("XXX", "ABC", "XTS", "XAU"):
+        attempts = [
+            (await meg.post("/deals", json={**body, "currency": code}), "currency"),
+            (await meg.patch(url, json={"currency": code}), "currency"),
+            (await meg.put(f"/exchange-rates/{code}", json={"rate": "1.5"}), "currency"),
+            (
+                await meg.post(f"/leads/{lead['id']}/convert", json={"deal": {"currency": code}}),
+                "deal.currency",
+            ),
+        ]
+        for r, field in attempts:
+            assert r.status_code == 422, (code, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            (error,) = r.json()["errors"]
+            assert error["field"] == field and "ISO 4217" in error["reason"], error
+            assert code not in error["reason"]
+    assert len((await meg.get("/deals")).json()["items"]) == 1
+    assert (await meg.get(url)).json()["version"] == 1
+    assert (await meg.get("/exchange-rates")).json()["rates"] == []
+    assert (await meg.get(f"/leads/{lead['id']}")).json()["status"] == "new"
+    # real currencies, of every minor unit, still pass the check
+    for code in ("USD", "JPY", "KWD", "CHF"):
+        assert (await meg.put(f"/exchange-rates/{code}", json={"rate": "1"})).status_code == 204
+
+
+async def test_blank_deal_and_pipeline_names_are_a_422_and_names_are_trimmed(
+    as_user: Callable[..., Caller],
+) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    c = await contact(meg)
+    body = {"name": "Seats", "contact_id": c["id"], "currency": "EUR"}
+    line = {"name": "Seat", "quantity": 1, "unit_price_minor": 500}
+    stages = [{"key": "new", "name": "New", "probability": 10},
+              {"key": "won", "name": "Won", "probability": 100, "outcome": "won"}]  # fmt: skip
+    lead = (await meg.post("/leads", json={"name": "Bo", "company": "Bo Inc"})).json()
+    for r, field in (
+        (await meg.post("/deals", json={**body, "name": "  "}), "name"),
+        (
+            await meg.post("/deals", json={**body, "lines": [{**line, "name": "\t"}]}),
+            "lines.0.name",
+        ),
+        (await meg.post("/pipelines", json={"name": " ", "stages": stages}), "name"),
+        (
+            await meg.post(
+                "/pipelines", json={"name": "P", "stages": [stages[0], {**stages[1], "name": " "}]}
+            ),
+            "stages.1.name",
+        ),
+        (
+            await meg.post(f"/leads/{lead['id']}/convert", json={"account_name": "  "}),
+            "account_name",
+        ),
+        (
+            await meg.post(
+                f"/leads/{lead['id']}/convert", json={"deal": {"name": " ", "currency": "EUR"}}
+            ),
+            "deal.name",
+        ),
+    ):
+        assert r.status_code == 422, r.text
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await meg.get("/deals")).json()["items"] == []
+    assert len((await meg.get("/pipelines")).json()) == 1  # the default one only
+    assert (await meg.get(f"/leads/{lead['id']}")).json()["status"] == "new"
+
+    deal = (await meg.post("/deals", json={**body, "name": " Seats  ", "lines": [line]})).json()
+    assert deal["name"] == "Seats"
+    url = f"/deals/{deal['id']}"
+    r = await meg.patch(url, json={"name": "   "})
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["name"]
+    assert (await meg.get(url)).json()["version"] == 1
+    assert (await meg.patch(url, json={"name": " More seats "})).json()["name"] == "More seats"
+
+
+async def test_a_close_date_off_the_calendar_is_a_422_stating_the_bounds(
+    as_user: Callable[..., Caller],
+) -> None:
+    alice = as_user("sales_rep", user="alice")
+    c = await contact(alice)
+    body = {"name": "Seats", "contact_id": c["id"], "currency": "EUR"}
+    for day in ("1899-12-31", "2201-01-01", "9999-12-31"):
+        r = await alice.post("/deals", json={**body, "expected_close": day})
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["errors"]
+        assert error["field"] == "expected_close"
+        assert "1900-01-01" in error["reason"] and "2200-12-31" in error["reason"]
+    assert (await alice.get("/deals")).json()["items"] == []
+    for day in ("1900-01-01", "2200-12-31"):  # the bounds themselves are on the calendar
+        r = await alice.post("/deals", json={**body, "expected_close": day})
+        assert r.status_code == 201 and r.json()["expected_close"] == day
+    url = f"/deals/{r.json()['id']}"
+    r = await alice.patch(url, json={"expected_close": "2201-01-01"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "expected_close"
+    assert (await alice.get(url)).json()["expected_close"] == "2200-12-31"
+
+
 async def test_the_amount_of_a_deal_with_lines_is_theirs(as_user: Callable[..., Caller]) -> None:
     """PATCH amount_minor on a deal with line items answered 200 and changed nothing."""
     alice = as_user("sales_rep", user="alice")

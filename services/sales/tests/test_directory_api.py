@@ -148,6 +148,51 @@ async def test_bad_input_names_the_field(as_user: Callable[..., Caller]) -> None
     assert (await alice.get("/contacts/nope")).status_code == 404
 
 
+async def test_blank_names_are_a_422_and_names_are_stored_trimmed(
+    as_user: Callable[..., Caller],
+) -> None:
+    alice = as_user("sales_rep", user="alice")
+    for url, body, field in (
+        ("/contacts", {"last_name": "   "}, "last_name"),
+        ("/contacts", {"last_name": "X", "first_name": "\t"}, "first_name"),
+        ("/contacts", {"last_name": "X", "title": " "}, "title"),
+        ("/contacts", {"last_name": "X", "tags": ["vip", "  "]}, "tags.1"),
+        ("/accounts", {"name": " \n "}, "name"),
+        ("/accounts", {"name": ""}, "name"),
+    ):
+        r = await alice.post(url, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == [field], body
+        assert "whitespace" in r.json()["errors"][0]["reason"]
+    assert (await alice.get("/contacts")).json()["items"] == []
+    assert (await alice.get("/accounts")).json()["items"] == []
+
+    c = await alice.post("/contacts", json={"first_name": " Ada", "last_name": "Lovelace  "})
+    assert (c.json()["first_name"], c.json()["last_name"]) == ("Ada", "Lovelace"), c.text
+    a = (await alice.post("/accounts", json={"name": "  Engines Ltd "})).json()
+    assert a["name"] == "Engines Ltd"
+    assert [i["name"] for i in (await alice.get("/accounts")).json()["items"]] == ["Engines Ltd"]
+
+    for url, field in (
+        (f"/contacts/{c.json()['id']}", "last_name"),
+        (f"/accounts/{a['id']}", "name"),
+    ):
+        r = await alice.patch(url, json={field: "   "})
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [field]
+        assert (await alice.get(url)).json()["version"] == 1  # nothing changed
+        renamed = await alice.patch(url, json={field: " Byron "})
+        assert renamed.status_code == 200 and renamed.json()[field] == "Byron"
+
+    meg = as_user("sales_manager", user="meg")
+    for body, field in (
+        ({"label": "  ", "type": "text"}, "label"),
+        ({"label": "Plan", "type": "choice", "choices": ["free", " "]}, "choices.1"),
+    ):
+        r = await meg.put("/custom-fields/contact/plan", json=body)
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await meg.get("/custom-fields/contact")).json()["fields"] == []
+
+
 async def test_accounts_are_unique_by_domain(as_user: Callable[..., Caller]) -> None:
     alice = as_user("sales_rep", user="alice")
     a = await alice.post(

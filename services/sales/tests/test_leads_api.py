@@ -79,6 +79,39 @@ async def test_422_names_the_field_and_changes_nothing(
     assert (await client.get("/leads", headers=h)).json()["items"] == []
 
 
+async def test_blank_lead_text_is_a_422_naming_the_field_and_text_is_stored_trimmed(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    h = auth(token("sales_manager"))
+    for body, field in (
+        ({**LEAD, "name": "   "}, "name"),
+        ({**LEAD, "name": "\t\n "}, "name"),
+        ({**LEAD, "name": ""}, "name"),
+        ({**LEAD, "company": "  "}, "company"),
+    ):
+        r = await client.post("/leads", json=body, headers=h)
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+        assert "whitespace" in r.json()["errors"][0]["reason"]
+    assert (await client.get("/leads", headers=h)).json()["items"] == []
+
+    body = {**LEAD, "name": "  Ada Lovelace \n", "company": " Analytical Engines  "}
+    lead = (await client.post("/leads", json=body, headers=h)).json()
+    assert (lead["name"], lead["company"]) == ("Ada Lovelace", "Analytical Engines")
+    listed = (await client.get("/leads", headers=h)).json()["items"]
+    assert [(i["name"], i["company"]) for i in listed] == [("Ada Lovelace", "Analytical Engines")]
+    # a name that is only within the limit once trimmed is taken
+    padded = {**lead_no(2), "name": "  " + "x" * 200 + "  "}
+    assert (await client.post("/leads", json=padded, headers=h)).status_code == 201
+
+    url = f"/leads/{lead['id']}"
+    r = await client.post(f"{url}/disqualify", json={"reason": "  "}, headers=h)
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["reason"]
+    got = (await client.get(url, headers=h)).json()
+    assert (got["status"], got["version"]) == ("new", lead["version"])  # nothing changed
+
+
 async def test_a_time_out_of_range_is_a_422_naming_it_and_changes_nothing(
     client: httpx.AsyncClient, token: Callable[..., str]
 ) -> None:

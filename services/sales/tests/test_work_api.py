@@ -225,6 +225,67 @@ async def test_null_for_a_required_task_field_is_a_422_and_logs_nothing(
     assert "grace" not in caplog.text.lower()
 
 
+async def test_blank_titles_and_subjects_are_a_422_and_are_stored_trimmed(
+    as_user: Callable[..., Caller],
+) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    account = (await meg.post("/accounts", json={"name": "Fair Co"})).json()
+    note = {"kind": "note", "about": {"account_id": account["id"]}}
+    for r, field in (
+        (await meg.post("/tasks", json={"title": "  "}), "title"),
+        (await meg.post("/tasks", json={"title": ""}), "title"),
+        (await meg.post("/activities", json={**note, "subject": "\n\t"}), "subject"),
+    ):
+        assert r.status_code == 422, r.text
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+        assert "whitespace" in r.json()["errors"][0]["reason"]
+    assert (await meg.get("/tasks", params={"assignee_id": "meg"})).json()["items"] == []
+    assert (await meg.get("/activities")).json()["items"] == []
+
+    task = (await meg.post("/tasks", json={"title": "  Call back "})).json()
+    assert task["title"] == "Call back"
+    url = f"/tasks/{task['id']}"
+    r = await meg.patch(url, json={"title": "   "})
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["title"]
+    assert (await meg.get(url)).json()["version"] == 1
+    assert (await meg.patch(url, json={"title": " Call again"})).json()["title"] == "Call again"
+
+
+async def test_implausible_activity_and_due_times_are_a_422_stating_the_bounds(
+    as_user: Callable[..., Caller],
+) -> None:
+    meg = as_user("sales_manager", user="meg", team="emea")
+    now = datetime.now(UTC)
+    account = (await meg.post("/accounts", json={"name": "Fair Co"})).json()
+    note = {"kind": "note", "subject": "Met at the fair", "about": {"account_id": account["id"]}}
+    for when in (now + timedelta(days=2), datetime(1899, 12, 31, tzinfo=UTC)):
+        r = await meg.post("/activities", json={**note, "occurred_at": when.isoformat()})
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["errors"]
+        assert error["field"] == "occurred_at"
+        assert "1900-01-01" in error["reason"] and "1 day from now" in error["reason"]
+    assert (await meg.get("/activities")).json()["items"] == []
+    # a few hours ahead is a clock that is a little fast: taken
+    skewed = await meg.post(
+        "/activities", json={**note, "occurred_at": (now + timedelta(hours=20)).isoformat()}
+    )
+    assert skewed.status_code == 201, skewed.text
+
+    for due in ("1899-12-31T23:00:00Z", "2201-01-01T00:00:00Z", "2200-12-31T23:00:00-05:00"):
+        r = await meg.post("/tasks", json={"title": "Call back", "due_at": due})
+        assert r.status_code == 422, (due, r.text)
+        (error,) = r.json()["errors"]
+        assert error["field"] == "due_at"
+        assert "1900-01-01" in error["reason"] and "2200-12-31" in error["reason"]
+    assert (await meg.get("/tasks", params={"assignee_id": "meg"})).json()["items"] == []
+    task = await meg.post("/tasks", json={"title": "Renewal", "due_at": "2200-12-31T12:00:00Z"})
+    assert task.status_code == 201, task.text
+    url = f"/tasks/{task.json()['id']}"
+    r = await meg.patch(url, json={"due_at": "1850-06-01T00:00:00Z"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "due_at"
+    assert (await meg.get(url)).json()["due_at"] == task.json()["due_at"]
+
+
 @pytest.fixture
 async def with_mail(
     tmp_path: Path, fresh_db: Callable[..., Any], settings_for: Callable[..., Settings]
@@ -253,16 +314,20 @@ async def test_inactive_top_account_reminds_its_owner_once_per_lapse(
     await alice.put("/reps/alice", json={"email": "alice@crm.example"})
     top = (await alice.post("/accounts", json={"name": "Big Co", "tier": "top"})).json()
     small = (await alice.post("/accounts", json={"name": "Small Co"})).json()
-    await alice.post(
+    # The scheduler's clock starts in the past and stays there: the API refuses an activity
+    # that happened more than a day from now, so the one logged below at clock.now() is real.
+    start = datetime.now(UTC) - timedelta(days=40)
+    kick_off = await alice.post(
         "/activities",
         json={
             "kind": "call",
             "subject": "kick-off",
             "about": {"account_id": top["id"]},
-            "occurred_at": datetime.now(UTC).isoformat(),
+            "occurred_at": start.isoformat(),
         },
     )
-    clock = ManualClock(datetime.now(UTC))
+    assert kick_off.status_code == 201, kick_off.text
+    clock = ManualClock(start)
     scheduler = Scheduler(ctx.pool, jobs_for(ctx), clock)
 
     clock.advance(days=13)
@@ -287,7 +352,7 @@ async def test_inactive_top_account_reminds_its_owner_once_per_lapse(
     assert again["reminders.flag"] == 0 and len(catcher.store.list()) == 1
 
     # a new activity ends the lapse; the next lapse reminds again
-    await alice.post(
+    qbr = await alice.post(
         "/activities",
         json={
             "kind": "meeting",
@@ -296,6 +361,7 @@ async def test_inactive_top_account_reminds_its_owner_once_per_lapse(
             "occurred_at": clock.now().isoformat(),
         },
     )
+    assert qbr.status_code == 201, qbr.text
     clock.advance(days=10)
     assert (await scheduler.tick())["reminders.flag"] == 0
     clock.advance(days=5)

@@ -37,6 +37,29 @@ MINOR_DIGITS: Mapping[str, int] = MappingProxyType(
     }
 )  # fmt: skip
 
+# ISO 4217 list one (Debian's iso-codes 4.15, plus ZWG of 2024 and XCG of 2025): currencies and
+# funds in use, and some recently withdrawn ones old documents still carry (HRK, ANG, SLL, ZWL,
+# CUC). Not listed, as not currencies: XXX (none),
+# XTS (testing), XAU/XAG/XPD/XPT (metals), XDR, XSU, XUA and XBA-XBD (units of account).
+# Every code of MINOR_DIGITS is one of them (tested).
+_ISO_4217_CODES = """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
+    BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP
+    ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR
+    ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD
+    MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR
+    PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL
+    THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF
+    XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL
+"""
+ISO_4217: frozenset[str] = frozenset(_ISO_4217_CODES.split())
+
+
+def is_currency(code: str) -> bool:
+    """Whether ``code`` is the ISO 4217 code of a currency (exactly: three capital letters)."""
+    return code in ISO_4217
+
+
 # Room for every digit an amount (bigint) times a rate (18 digits) can have: no rounding here.
 _EXACT = Context(prec=60)
 

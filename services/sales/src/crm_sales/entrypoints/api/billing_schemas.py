@@ -6,11 +6,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_events.schemas.sales_billing import PaymentMethod
+from crm_sales.entrypoints.api.inputs import (
+    NOT_BLANK,
+    CalendarAwareTime,
+    CalendarDate,
+    Currency,
+)
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
 PriceMinor = Annotated[
     int, Field(ge=0, le=10**11, description="unit price in the currency's minor unit")
 ]
@@ -35,8 +40,10 @@ Quantity = Annotated[
         description="may have decimals (1.5 hours)",
     ),
 ]
-OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$")]
+OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$"), NOT_BLANK]
 LongText = Annotated[str, Field(max_length=5000)]
+Description = Annotated[str, Field(min_length=1, max_length=5000), NOT_BLANK]
+Unit = Annotated[str, Field(min_length=1, max_length=20, examples=["hour"]), NOT_BLANK]
 Id = Annotated[str, Field(min_length=1, max_length=100)]
 
 ROUNDING = (
@@ -70,8 +77,8 @@ class ProductCreate(BaseModel):
 
     sku: Sku
     name: OneLine
-    description: LongText | None = None
-    unit: str = Field(default="each", min_length=1, max_length=20, examples=["hour"])
+    description: Description | None = None
+    unit: Unit = "each"
     tax_rate: Percent = Field(default=Decimal(0), description="percent, e.g. 19 or 8.875")
     prices: dict[Currency, PriceMinor] = Field(
         default_factory=dict,
@@ -95,8 +102,8 @@ class ProductPatch(BaseModel):
 
     sku: Sku | None = None
     name: OneLine | None = None
-    description: LongText | None = None
-    unit: str | None = Field(default=None, min_length=1, max_length=20)
+    description: Description | None = None
+    unit: Unit | None = None
     tax_rate: Percent | None = None
     prices: dict[Currency, PriceMinor] | None = Field(default=None, max_length=50)
 
@@ -142,8 +149,8 @@ class QuoteLineIn(BaseModel):
 
     product_id: Id | None = None
     name: OneLine | None = Field(default=None, description="default: the product's name")
-    description: LongText | None = None
-    unit: str | None = Field(default=None, min_length=1, max_length=20)
+    description: Description | None = None
+    unit: Unit | None = None
     quantity: Quantity = Decimal(1)
     unit_price_minor: PriceMinor | None = Field(
         default=None, description="default: the product's price in the quote's currency"
@@ -178,7 +185,9 @@ class QuoteCreate(BaseModel):
     lines: list[QuoteLineIn] | None = Field(
         default=None, max_length=200, description="default: the deal's products"
     )
-    valid_until: date | None = Field(default=None, description="default: 30 days from today")
+    valid_until: CalendarDate | None = Field(
+        default=None, description="default: 30 days from today"
+    )
     payment_terms_days: int | None = Field(default=None, ge=0, le=365, description="default 30")
     notes: LongText | None = None
 
@@ -202,7 +211,7 @@ class QuotePatch(BaseModel):
 
     title: OneLine | None = None
     contact_id: Id | None = None
-    valid_until: date | None = None
+    valid_until: CalendarDate | None = None
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     notes: LongText | None = None
 
@@ -259,7 +268,7 @@ class QuoteRevise(BaseModel):
     lines: list[QuoteLineIn] | None = Field(default=None, max_length=200)
     title: OneLine | None = None
     contact_id: Id | None = None
-    valid_until: date | None = None
+    valid_until: CalendarDate | None = None
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     notes: LongText | None = None
 
@@ -363,7 +372,7 @@ class PaymentIn(BaseModel):
     currency: Currency | None = Field(default=None, description="if given, the invoice's")
     method: PaymentMethod = "bank_transfer"
     reference: str | None = Field(default=None, max_length=200)
-    received_at: AwareDatetime | None = Field(default=None, description="default: now")
+    received_at: CalendarAwareTime | None = Field(default=None, description="default: now")
 
 
 class PaymentOut(BaseModel):

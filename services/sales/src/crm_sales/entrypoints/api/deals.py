@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
+from crm_events.money import is_currency
 from crm_events.schemas.sales import DealLine, Stage
 from crm_runtime.db import Conn
 from crm_runtime.errors import InvalidInput, NotFound
@@ -39,6 +40,7 @@ from crm_sales.entrypoints.api.common import (
     next_cursor,
     refuse_nulls,
 )
+from crm_sales.entrypoints.api.inputs import CURRENCY_REASON
 from crm_sales.entrypoints.api.schemas import (
     Board,
     BoardColumn,
@@ -491,8 +493,8 @@ async def list_rates(ctx: CtxDep, user: SalesUser) -> dict[str, Any]:
 
 @rates_router.put("/{currency}", status_code=204, summary="Set an exchange rate (new deals use it)")
 async def put_rate(currency: str, body: RateIn, ctx: CtxDep, user: Manager) -> Response:
-    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-        raise InvalidInput("currency", "an ISO 4217 code of three capital letters, e.g. USD")
+    if not is_currency(currency):
+        raise InvalidInput("currency", CURRENCY_REASON)
     handlers = _handlers(ctx)
 
     async def command(conn: Conn) -> CommandResult:

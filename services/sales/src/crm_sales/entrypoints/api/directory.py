@@ -45,6 +45,7 @@ from crm_sales.entrypoints.api.common import (
     list_item,
     next_cursor,
 )
+from crm_sales.entrypoints.api.inputs import NOT_BLANK
 from crm_sales.entrypoints.api.schemas import (
     AccountCreate,
     AccountFields,
@@ -387,6 +388,9 @@ _party_routes(
 fields_router = APIRouter(prefix="/custom-fields", tags=["custom fields"], route_class=CommandRoute)
 
 
+FieldText = Annotated[str, Field(min_length=1, max_length=100), NOT_BLANK]
+
+
 class FieldIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -398,11 +402,9 @@ class FieldIn(BaseModel):
         },
     )
 
-    label: str = Field(min_length=1, max_length=100)
+    label: FieldText
     type: CustomFieldType
-    choices: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=200
-    )
+    choices: list[FieldText] = Field(default_factory=list, max_length=200)
 
 
 def _fields_out(defs: CustomFields) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pydantic import (
 
 from crm_events.schemas.sales import AccountDetails, AccountTier, ContactDetails, LeadSource
 from crm_sales.domain.lead import Lead, LeadStatus
+from crm_sales.entrypoints.api.inputs import NOT_BLANK, CalendarDate, Currency, Name, Reason
 
 
 class LeadCreate(BaseModel):
@@ -37,10 +38,10 @@ class LeadCreate(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 ()./-]{3,40}$")
-    company: str | None = Field(default=None, max_length=200)
+    company: Name | None = Field(default=None, description="becomes the account's name")
     source: LeadSource = "manual"
     source_detail: str | None = Field(default=None, max_length=200)
     owner_id: str | None = Field(
@@ -72,7 +73,7 @@ class LeadDisqualify(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"reason": "No budget this year"}]}
     )
 
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Reason
 
 
 class LeadPublic(BaseModel):
@@ -150,9 +151,9 @@ class HistoryEntry(BaseModel):
 # --- contacts and accounts ------------------------------------------------------------------
 
 Phone = Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9 ()./-]{3,40}$")]
-Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tag = Annotated[str, Field(min_length=1, max_length=50), NOT_BLANK]
 CustomKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Name
 CustomFields = dict[
     CustomKey, StrictBool | StrictInt | float | Annotated[str, Field(max_length=2000)]
 ]
@@ -358,14 +359,14 @@ class UndoResult(BaseModel):
 
 # --- pipelines, deals, exchange rates -------------------------------------------------------
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
+StageName = Annotated[str, Field(min_length=1, max_length=100), NOT_BLANK]
 
 
 class StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
-    name: str = Field(min_length=1, max_length=100)
+    name: StageName
     probability: int = Field(ge=0, le=100)
     outcome: Literal["open", "won", "lost"] = "open"
 
@@ -388,7 +389,7 @@ class PipelineCreate(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=100)
+    name: StageName
     stages: list[StageIn] = Field(min_length=2, max_length=30)
 
 
@@ -441,9 +442,7 @@ class LineIn(BaseModel):
     product_id: str | None = Field(
         default=None, max_length=100, description="a product of the price book"
     )
-    name: str | None = Field(
-        default=None, min_length=1, max_length=200, description="default: the product's name"
-    )
+    name: Name | None = Field(default=None, description="default: the product's name")
     quantity: int = Field(ge=1, le=1_000_000)
     unit_price_minor: int | None = Field(
         default=None,
@@ -469,14 +468,14 @@ class DealCreate(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     contact_id: str | None = None
     account_id: str | None = None
     amount_minor: int = Field(
         default=0, ge=0, le=10**15, description="in the currency's minor unit (at most 10^15)"
     )
     currency: Currency
-    expected_close: date | None = None
+    expected_close: CalendarDate | None = None
     lines: list[LineIn] = Field(default_factory=list, max_length=200)
     pipeline_id: str | None = Field(default=None, description="default pipeline if omitted")
     stage: str | None = Field(default=None, description="first open stage if omitted")
@@ -494,10 +493,10 @@ class DealTerms(BaseModel):
         json_schema_extra={"examples": [{"amount_minor": 5500000, "expected_close": "2027-04-30"}]},
     )
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     amount_minor: int | None = Field(default=None, ge=0, le=10**15)
     currency: Currency | None = None
-    expected_close: date | None = None
+    expected_close: CalendarDate | None = None
     lines: list[LineIn] | None = None
 
 
@@ -554,12 +553,12 @@ class RateIn(BaseModel):
 class ConvertDeal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     amount_minor: int = Field(default=0, ge=0, le=10**15)
     currency: Currency
     pipeline_id: str | None = None
     stage: str | None = None
-    expected_close: date | None = None
+    expected_close: CalendarDate | None = None
 
 
 class LeadConvert(BaseModel):
@@ -577,7 +576,7 @@ class LeadConvert(BaseModel):
 
     contact_id: str | None = Field(default=None, description="attach to an existing contact")
     account_id: str | None = Field(default=None, description="attach to an existing account")
-    account_name: str | None = Field(default=None, min_length=1, max_length=200)
+    account_name: Name | None = None
     account_domain: str | None = Field(default=None, max_length=253)
     create_account: bool = Field(default=True, description="create an account from the company")
     deal: ConvertDeal | None = None

@@ -43,6 +43,7 @@ from crm_sales.entrypoints.api.common import (
     next_cursor,
     refuse_nulls,
 )
+from crm_sales.entrypoints.api.inputs import CalendarTime, HappenedAt, Name
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
 reps_router = APIRouter(prefix="/reps", tags=["reps and assignment"], route_class=CommandRoute)
@@ -273,9 +274,11 @@ class ActivityIn(BaseModel):
     )
 
     kind: Literal["call", "meeting", "email", "note"]
-    subject: str = Field(min_length=1, max_length=200)
+    subject: Name
     body: str | None = Field(default=None, max_length=20_000)
-    occurred_at: Instant | None = Field(default=None, description="defaults to now")
+    occurred_at: HappenedAt | None = Field(
+        default=None, description="defaults to now; at most 1 day ahead (clock skew)"
+    )
     duration_minutes: int | None = Field(default=None, ge=0, le=24 * 60)
     direction: Literal["inbound", "outbound"] | None = None
     outcome: str | None = Field(default=None, max_length=200)
@@ -387,9 +390,9 @@ class TaskIn(BaseModel):
         },
     )
 
-    title: str = Field(min_length=1, max_length=200)
+    title: Name
     notes: str | None = Field(default=None, max_length=5000)
-    due_at: Instant | None = None
+    due_at: CalendarTime | None = None
     assignee_id: str | None = Field(default=None, max_length=100, description="default: you")
     priority: Priority = "normal"
     about: AboutIn = Field(default_factory=AboutIn)
@@ -401,8 +404,8 @@ class TaskPatch(BaseModel):
         json_schema_extra={"examples": [{"due_at": "2026-12-01T17:00:00Z", "priority": "high"}]},
     )
 
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    due_at: Instant | None = None
+    title: Name | None = None
+    due_at: CalendarTime | None = None
     assignee_id: str | None = Field(default=None, max_length=100)
     priority: Priority | None = None
 
