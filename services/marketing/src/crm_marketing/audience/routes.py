@@ -15,6 +15,7 @@ from crm_marketing.audience.commands import AudienceCommands
 from crm_marketing.audience.confirmations import send_confirmations
 from crm_marketing.audience.domain import ATTRIBUTES, Profile
 from crm_marketing.audience.profiles import Profiles, canonical
+from crm_marketing.inputs import ClientTime, NotBlank, OrderedBand, TimeZoneName
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
@@ -26,12 +27,14 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.http.params import Instant
 
 router = APIRouter(prefix="/audience", tags=["audience"])
 
 ChannelName = Literal["email", "sms", "push"]
-Text = Annotated[str, Field(min_length=1, max_length=100)]
+Text = Annotated[str, Field(min_length=1, max_length=100), NotBlank]
+Token = Annotated[str, Field(min_length=1, max_length=4096), NotBlank]
+AgeBand = Annotated[str, Field(pattern=r"^([0-9]{1,3}-[0-9]{1,3}|[0-9]{1,3}\+)$"), OrderedBand]
+CompanySize = Annotated[str, Field(pattern=r"^([0-9]{1,7}-[0-9]{1,7}|[0-9]{1,7}\+)$"), OrderedBand]
 
 
 class ConsentOut(BaseModel):
@@ -102,16 +105,14 @@ class AttributesPatch(BaseModel):
     )
 
     country: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1")
-    city: str | None = Field(default=None, min_length=1, max_length=100)
+    city: Text | None = None
     language: str | None = Field(
         default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP 47"
     )
-    age_band: str | None = Field(default=None, pattern=r"^([0-9]{1,3}-[0-9]{1,3}|[0-9]{1,3}\+)$")
-    industry: str | None = Field(default=None, min_length=1, max_length=100)
-    company_size: str | None = Field(
-        default=None, pattern=r"^([0-9]{1,7}-[0-9]{1,7}|[0-9]{1,7}\+)$", description="e.g. 11-50"
-    )
-    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin")
+    age_band: AgeBand | None = None
+    industry: Text | None = None
+    company_size: CompanySize | None = Field(default=None, description="e.g. 11-50")
+    timezone: TimeZoneName | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin")
 
 
 class ConsentRequestOut(BaseModel):
@@ -121,7 +122,7 @@ class ConsentRequestOut(BaseModel):
 
 class WithdrawIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(default="api", min_length=1, max_length=200)
+    reason: Annotated[str, Field(min_length=1, max_length=200), NotBlank] = "api"
 
 
 class OptInIn(BaseModel):
@@ -131,13 +132,13 @@ class OptInIn(BaseModel):
 
 class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: str = Field(min_length=1, max_length=4096)
+    token: Token
     platform: Literal["ios", "android", "web"]
 
 
 class DeviceRemove(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: str = Field(min_length=1, max_length=4096)
+    token: Token
     reason: str | None = Field(default=None, max_length=200)
 
 
@@ -225,7 +226,7 @@ async def list_profiles(
     summary="A customer's profile (also as of a past time; a merged id shows its survivor)",
 )
 async def get_profile(
-    customer_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
+    customer_id: str, ctx: CtxDep, user: Marketer, as_of: ClientTime | None = None
 ) -> JSONResponse:
     profiles = Profiles(ctx.store)
     async with ctx.pool.acquire() as conn:

@@ -23,6 +23,7 @@ from crm_marketing.campaigns.http import (
     history,
     next_cursor,
 )
+from crm_marketing.inputs import ClientAwareTime, Name
 from crm_marketing.settings import now as service_now
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound
@@ -35,7 +36,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.http.params import AwareInstant
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -69,7 +69,7 @@ class NewCampaign(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     template_id: Id
     segment_id: Id
     channel: Channel
@@ -80,10 +80,10 @@ class ScheduleIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"send_at": "2026-04-01T09:00:00Z"}, {}]}
     )
 
-    send_at: AwareInstant | None = Field(
+    send_at: ClientAwareTime | None = Field(
         default=None,
-        description="when to start sending (ISO 8601 with zone); omitted (or no body): now;"
-        " more than 5 minutes in the past: 422",
+        description="when to start sending (ISO 8601 with zone, in 1900 to 2200); omitted (or no"
+        " body): now; more than 5 minutes in the past: 422",
     )
 
 
@@ -269,7 +269,7 @@ async def get_campaign(
     ctx: CtxDep,
     user: AnyRole,
     response: Response,
-    as_of: Annotated[AwareInstant | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[ClientAwareTime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> CampaignDetail:
     if as_of is not None:
         c = await CampaignHandlers(ctx.store).campaigns.load(campaign_id, as_of=as_of)

@@ -27,6 +27,7 @@ from crm_marketing.api_common import (
     history,
     next_cursor,
 )
+from crm_marketing.inputs import ClientTime, Name, NotBlank
 from crm_marketing.segments import adapters, rules
 from crm_marketing.segments.application import (
     ChangeSegment,
@@ -48,7 +49,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
-from crm_runtime.http.params import Instant
 from crm_runtime.http.problems import problem
 
 router = APIRouter(prefix="/segments", tags=["segments"])
@@ -90,7 +90,7 @@ _EXAMPLE_RULE = (
 class SegmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     description: str | None = Field(default=None, max_length=2000)
     kind: Literal["dynamic", "static"] = "dynamic"
     rule: RuleInput | None = Field(default=None, json_schema_extra={"examples": [_EXAMPLE_RULE]})
@@ -99,7 +99,7 @@ class SegmentCreate(BaseModel):
 class SegmentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     description: str | None = Field(default=None, max_length=2000)
     rule: RuleInput | None = None
 
@@ -146,7 +146,7 @@ class SegmentPublic(BaseModel):
 class MembersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    customer_ids: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=100), NotBlank]] = Field(
         min_length=1, max_length=10_000
     )
 
@@ -292,7 +292,7 @@ async def get_segment(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[ClientTime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> SegmentPublic:
     segment = await SegmentHandlers(ctx.store).segments.load(segment_id, as_of=as_of)
     row = None

@@ -24,6 +24,7 @@ from jinja2 import TemplateError, meta, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 
+from crm_marketing.inputs import is_blank
 from crm_marketing.templates import sandbox
 from crm_marketing.templates.sandbox import Sandbox, TooMuchWork
 
@@ -387,12 +388,12 @@ def _compile(
     ]
     for part in REQUIRED[channel]:
         value = content.get(part)
-        if value is None or not value.strip():
+        if value is None or is_blank(value):
             problems.append(TemplateProblem(part, f"a {channel} template needs a {part}"))
     parts: dict[str, Template] = {}
     for part in allowed:
         value = content.get(part)
-        if value is None or not value.strip():
+        if value is None or is_blank(value):
             continue
         try:
             parts[part] = check_source(part, value)

@@ -20,6 +20,7 @@ from crm_marketing.api_common import (
     history,
     next_cursor,
 )
+from crm_marketing.inputs import ClientTime, Name
 from crm_marketing.templates import adapters
 from crm_marketing.templates.api import RenderedMessage, render_content
 from crm_marketing.templates.application import (
@@ -40,7 +41,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.http.params import Instant
 
 router = APIRouter(prefix="/templates", tags=["templates"])
 
@@ -66,7 +66,7 @@ class ContentIn(BaseModel):
 class TemplateCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     channel: Literal["email", "sms", "push"]
     content: ContentIn
 
@@ -74,7 +74,7 @@ class TemplateCreate(BaseModel):
 class TemplatePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     content: ContentIn | None = None
 
 
@@ -248,7 +248,7 @@ async def get_template(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[Instant | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[ClientTime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TemplatePublic:
     template = await TemplateHandlers(ctx.store).templates.load(template_id, as_of=as_of)
     row = None

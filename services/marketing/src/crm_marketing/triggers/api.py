@@ -19,6 +19,7 @@ from crm_marketing.campaigns.http import (
     history,
     next_cursor,
 )
+from crm_marketing.inputs import ClientAwareTime, Name, NotBlank
 from crm_marketing.triggers.application import TriggerHandlers, _rule
 from crm_marketing.triggers.domain import Trigger
 from crm_runtime.db import Conn
@@ -32,7 +33,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.http.params import AwareInstant
 
 router = APIRouter(prefix="/triggers", tags=["triggers"])
 
@@ -51,11 +51,22 @@ _EXAMPLE: dict[str, Any] = {
 }
 
 
+class TriggerRuleIn(TriggerRule):
+    """A trigger's rule as a client sends it (the event's ``TriggerRule``, its category and
+    template id checked)."""
+
+    category: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
+    template_id: Annotated[str, Field(min_length=1, max_length=100), NotBlank]
+
+    def to_rule(self) -> TriggerRule:
+        return TriggerRule(**self.model_dump())
+
+
 class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
-    name: str = Field(min_length=1, max_length=200)
-    rule: TriggerRule
+    name: Name
+    rule: TriggerRuleIn
 
 
 class TriggerOut(BaseModel):
@@ -108,7 +119,7 @@ async def define_trigger(
 ) -> JSONResponse:
     async def command(conn: Conn) -> CommandResult:
         t = await TriggerHandlers(ctx.store).define(
-            conn, body.name, body.rule, metadata_for(user), datetime.now(UTC)
+            conn, body.name, body.rule.to_rule(), metadata_for(user), datetime.now(UTC)
         )
         return CommandResult(
             201,
@@ -151,7 +162,7 @@ async def get_trigger(
     ctx: CtxDep,
     user: Marketer,
     response: Response,
-    as_of: Annotated[AwareInstant | None, Query(description="ISO 8601 time with zone")] = None,
+    as_of: Annotated[ClientAwareTime | None, Query(description="ISO 8601 time with zone")] = None,
 ) -> TriggerOut:
     if as_of is not None:
         t = await TriggerHandlers(ctx.store).triggers.load(trigger_id, as_of=as_of)
@@ -187,7 +198,7 @@ async def change_trigger(
             conn,
             trigger_id,
             body.name,
-            body.rule,
+            body.rule.to_rule(),
             expected=expected,
             metadata=metadata_for(user),
             now=datetime.now(UTC),

@@ -25,6 +25,15 @@ from crm_marketing.audience import consent_mail
 from crm_marketing.audience.api import customer_of_visitor, identify_visitor
 from crm_marketing.audience.commands import AudienceCommands
 from crm_marketing.audience.profiles import canonical
+from crm_marketing.inputs import (
+    EMAIL_REASON,
+    PHONE_REASON,
+    ClientTime,
+    NotBlank,
+    ahead_of_clock,
+    is_email,
+    is_phone,
+)
 from crm_marketing.web.domain import Form, SiteKey
 from crm_runtime import people
 from crm_runtime.db import Conn
@@ -34,8 +43,6 @@ from crm_runtime.repository import Repository, check_version
 
 VISITOR_ID = r"^[A-Za-z0-9_-]{8,64}$"
 _VISITOR = re.compile(VISITOR_ID)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?[0-9 ()./-]{5,30}$")
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 ATTRIBUTION_KEYS = (
     "utm_source",
@@ -316,11 +323,11 @@ def validate_submission(form: LiveForm, body: dict[str, Any]) -> Submission:
 
 
 def _check(f: FormField, value: str) -> str | None:
-    is_email = f.type == "email" or f.maps_to == "email"
-    if is_email and (len(value) > 254 or not _EMAIL.match(value)):
-        return "is not an e-mail address"
-    if (f.type == "tel" or f.maps_to == "phone") and not _PHONE.match(value):
-        return "is not a phone number"
+    is_address = f.type == "email" or f.maps_to == "email"
+    if is_address and not is_email(value):
+        return EMAIL_REASON
+    if (f.type == "tel" or f.maps_to == "phone") and not is_phone(value):
+        return PHONE_REASON
     if f.type == "select" and value not in f.choices:
         return f"must be one of: {', '.join(f.choices)}"
     if f.maps_to == "country" and not _COUNTRY.match(value):
@@ -420,33 +427,38 @@ class _Item(BaseModel):
     id: str | None = Field(
         default=None, min_length=1, max_length=64, description="client id: a retry is stored once"
     )
-    occurred_at: datetime | None = Field(
-        default=None, description="client time; outside the last 24 h it is replaced by now"
+    occurred_at: ClientTime | None = Field(
+        default=None,
+        description="client time; more than a day ahead of the server's clock is a 422, other"
+        " times outside the last 24 h are replaced by now",
     )
     url: str | None = Field(default=None, max_length=2000)
 
 
+Text = Annotated[str, Field(min_length=1, max_length=100), NotBlank]
+
+
 class PageViewIn(_Item):
     type: Literal["page_view"]
-    url: str = Field(min_length=1, max_length=2000)
+    url: Annotated[str, Field(min_length=1, max_length=2000), NotBlank]
     title: str | None = Field(default=None, max_length=300)
 
 
 class ProductViewIn(_Item):
     type: Literal["product_view"]
-    product_id: str = Field(min_length=1, max_length=100)
-    category: str | None = Field(default=None, min_length=1, max_length=100)
+    product_id: Text
+    category: Text | None = None
 
 
 class SearchIn(_Item):
     type: Literal["search"]
-    query: str = Field(min_length=1, max_length=300)
+    query: Annotated[str, Field(min_length=1, max_length=300), NotBlank]
 
 
 class AddToCartIn(_Item):
     type: Literal["add_to_cart"]
-    product_id: str = Field(min_length=1, max_length=100)
-    category: str | None = Field(default=None, min_length=1, max_length=100)
+    product_id: Text
+    category: Text | None = None
     quantity: int = Field(default=1, ge=1, le=10_000)
 
 
@@ -482,6 +494,13 @@ async def ingest_activity(
 ) -> int:
     """Store a batch of activity as events and rows. Returns how many were new."""
     now = now or datetime.now(UTC)
+    ahead = [
+        {"field": f"events.{n}.{item.type}.occurred_at", "reason": reason}
+        for n, item in enumerate(batch.events)
+        if item.occurred_at is not None and (reason := ahead_of_clock(item.occurred_at, now))
+    ]
+    if ahead:  # before anything is written: the batch is refused whole
+        raise FieldErrors(ahead)
     vid = batch.visitor_id
     # Shared with other batches of the visitor, exclusive against its identification.
     await conn.execute(

@@ -20,6 +20,7 @@ from crm_marketing.api_common import (
     next_cursor,
 )
 from crm_marketing.audience.routes import ActivityOut, activity_out
+from crm_marketing.inputs import ClientTime, Name, NotBlank
 from crm_marketing.web.application import WebAdmin
 from crm_marketing.web.domain import Form, SiteKey
 from crm_runtime.db import Conn
@@ -32,7 +33,6 @@ from crm_runtime.http.commands import (
     run_command,
 )
 from crm_runtime.http.pagination import Page
-from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository
 
 keys_router = APIRouter(prefix="/site-keys", tags=["website"])
@@ -40,6 +40,28 @@ forms_router = APIRouter(prefix="/forms", tags=["website"])
 activity_router = APIRouter(prefix="/web", tags=["website"])
 
 Origin = Annotated[str, Field(min_length=8, max_length=300)]
+
+
+class FormFieldIn(FormField):
+    """A form field as a client sends it (the event's ``FormField``, its label and choices
+    checked)."""
+
+    label: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
+    choices: list[Annotated[str, Field(min_length=1, max_length=200), NotBlank]] = []
+
+
+class FormConsentIn(FormConsent):
+    """A consent checkbox as a client sends it (the event's ``FormConsent``, label checked)."""
+
+    label: Annotated[str, Field(min_length=1, max_length=500), NotBlank]
+
+
+def _fields(fields: list[FormFieldIn] | None) -> list[FormField] | None:
+    return None if fields is None else [FormField(**f.model_dump()) for f in fields]
+
+
+def _consents(consents: list[FormConsentIn] | None) -> list[FormConsent] | None:
+    return None if consents is None else [FormConsent(**c.model_dump()) for c in consents]
 
 
 class SiteKeyIn(BaseModel):
@@ -55,14 +77,14 @@ class SiteKeyIn(BaseModel):
             ]
         },
     )
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     allowed_origins: list[Origin] = Field(min_length=1, max_length=50)
     rate_limit_per_minute: int = Field(default=120, ge=1, le=100_000)
 
 
 class SiteKeyPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     allowed_origins: list[Origin] | None = Field(default=None, min_length=1, max_length=50)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=100_000)
 
@@ -118,17 +140,17 @@ class FormIn(BaseModel):
         },
     )
     site_key_id: str = Field(min_length=1, max_length=100)
-    name: str = Field(min_length=1, max_length=200)
-    fields: list[FormField] = Field(min_length=1, max_length=50)
-    consents: list[FormConsent] = Field(default=[], max_length=3)
+    name: Name
+    fields: list[FormFieldIn] = Field(min_length=1, max_length=50)
+    consents: list[FormConsentIn] = Field(default=[], max_length=3)
     honeypot_field: str = Field(default="website", pattern=r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class FormPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    fields: list[FormField] | None = Field(default=None, min_length=1, max_length=50)
-    consents: list[FormConsent] | None = Field(default=None, max_length=3)
+    name: Name | None = None
+    fields: list[FormFieldIn] | None = Field(default=None, min_length=1, max_length=50)
+    consents: list[FormConsentIn] | None = Field(default=None, max_length=3)
     honeypot_field: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -238,7 +260,7 @@ async def list_keys(
 
 @keys_router.get("/{site_key_id}", response_model=SiteKeyOut, summary="A site key")
 async def get_key(
-    site_key_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
+    site_key_id: str, ctx: CtxDep, user: Marketer, as_of: ClientTime | None = None
 ) -> JSONResponse:
     key = await Repository(ctx.store, SiteKey).load(site_key_id, as_of=as_of)
     return JSONResponse(SiteKeyOut.of(key).model_dump(), headers={"ETag": etag(key.version)})
@@ -306,8 +328,8 @@ async def create_form(
             conn,
             body.site_key_id,
             body.name,
-            body.fields,
-            body.consents,
+            _fields(body.fields) or [],
+            _consents(body.consents) or [],
             body.honeypot_field,
             metadata_for(user),
         )
@@ -347,7 +369,7 @@ async def list_forms(
 
 @forms_router.get("/{form_id}", response_model=FormOut, summary="A form (also as of a time)")
 async def get_form(
-    form_id: str, ctx: CtxDep, user: Marketer, as_of: Instant | None = None
+    form_id: str, ctx: CtxDep, user: Marketer, as_of: ClientTime | None = None
 ) -> JSONResponse:
     form = await Repository(ctx.store, Form).load(form_id, as_of=as_of)
     return JSONResponse(
@@ -367,8 +389,8 @@ async def patch_form(
     admin = WebAdmin(ctx.store)
     changes: dict[str, Any] = {
         "name": body.name,
-        "fields": body.fields,
-        "consents": body.consents,
+        "fields": _fields(body.fields),
+        "consents": _consents(body.consents),
         "honeypot_field": body.honeypot_field,
     }
 
