@@ -13,6 +13,7 @@ import pytest
 from crm_runtime import db
 from crm_runtime.errors import ConcurrencyError
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent, Write
+from crm_runtime.http.commands import COMMAND_ATTEMPTS
 from crm_runtime.unit_of_work import NOTIFY_CHANNEL, CommandConnection, CommitNotifier
 
 pytestmark = pytest.mark.integration
@@ -259,4 +260,32 @@ async def test_a_command_that_lost_a_race_runs_again_on_the_new_state(
     with pytest.raises(Conflict):
         await _run_racer(pool, racer)
     events = await store.read_stream("lead-r")
-    assert racer.runs == 3 and all(e.data["n"] == 99 for e in events[4:])
+    assert racer.runs == COMMAND_ATTEMPTS and all(e.data["n"] == 99 for e in events[4:])
+
+
+async def test_many_concurrent_changes_of_one_record_all_apply(pool: asyncpg.Pool) -> None:
+    """Ten commands read the record at once, then append: after the first loss they take
+    turns, so none of them runs out of attempts."""
+    from types import SimpleNamespace
+
+    from crm_runtime.http.auth import Principal
+    from crm_runtime.http.commands import CommandResult, run_command
+
+    store = EventStore(pool, "/crm/test")
+    await store.append(pool, "lead-m", "lead", 0, [ev()], META)
+    ctx: Any = SimpleNamespace(pool=pool, store=store)
+    user = Principal("u-1", frozenset({"sales_rep"}))
+
+    async def change(n: int) -> Any:
+        async def command(conn: Any) -> Any:
+            version = await store.stream_version("lead-m", conn)
+            await asyncio.sleep(0.02)  # everyone has read before anyone appends
+            await store.append(conn, "lead-m", "lead", version, [ev(n)], META)
+            return CommandResult(200, {})
+
+        return await run_command(ctx, user, None, None, command)
+
+    answers = await asyncio.gather(*(change(n) for n in range(1, 11)))
+    assert [a.status_code for a in answers] == [200] * 10
+    stream = await store.read_stream("lead-m")
+    assert sorted(e.data["n"] for e in stream[1:]) == list(range(1, 11))

@@ -22,8 +22,9 @@ from crm_runtime.logs import correlation_id
 from crm_runtime.repository import check_version as check_version
 from crm_runtime.unit_of_work import CommandConnection
 
-# How often a command is run when another one keeps changing its record under it.
-COMMAND_ATTEMPTS = 3
+# How often a command is run when others keep changing its record under it (after the first
+# loss it queues for the record behind the other losers, so only fresh commands can still win).
+COMMAND_ATTEMPTS = 5
 
 
 @dataclass
@@ -69,12 +70,20 @@ async def run_command(
     """
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    contended: str | None = None  # the stream another command changed under this one
     for attempt in range(1, COMMAND_ATTEMPTS + 1):
         unchanged = None
         try:
             async with ctx.pool.acquire() as raw:
                 try:
                     async with CommandConnection(raw, ctx.store.notifier) as conn:
+                        if contended is not None:
+                            # Commands that lost a race for this stream take turns from now
+                            # on: each reads it once the one before has committed.
+                            await conn.execute(
+                                "SELECT pg_advisory_xact_lock(hashtextextended($1, 11))",
+                                contended,
+                            )
                         return await _run(conn, user, idempotency_key, request_fingerprint, command)
                 finally:
                     # A command only reaches the database through `conn`, inside its
@@ -92,6 +101,7 @@ async def run_command(
                     " recorded, try again",
                     current_version=exc.extra.get("current_version"),
                 ) from None
+            contended = exc.stream_id
         finally:
             if unchanged is not None:
                 db.reset_session_unchanged(unchanged)
