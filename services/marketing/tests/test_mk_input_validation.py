@@ -1,6 +1,7 @@
-"""Input checks through the API (``crm_marketing.inputs``): blank required text, implausible
-times, misshapen addresses, numbers, time zones and bands are a 422 problem naming the field and
-the reason, on create and on update, and change nothing."""
+"""Input checks through the API (``crm_runtime.http.inputs`` and ``crm_marketing.inputs``):
+blank required text, implausible times, misshapen addresses, numbers, time zones and bands are a
+422 problem naming the field and the reason, on create and on update, and change nothing;
+required text is stored trimmed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 # empty, spaces, a tab and a line break, a no-break space and a zero-width space
 BLANKS = ("", "   ", " \t\n ", "\u00a0\u200b")
 OUT_OF_RANGE = ("1899-12-31T23:59:59Z", "2201-01-01T00:00:00Z", "0100-01-01T00:00:00Z")
-YEARS = "between 1900 and 2200"
+YEARS = "between 1900-01-01 and 2200-12-31"
 EMAIL_TEMPLATE = {
     "name": "Welcome",
     "channel": "email",
@@ -104,6 +105,9 @@ async def test_blank_names_of_segments_templates_campaigns_and_triggers_are_refu
 
     t = await m.post("/triggers", json={"name": "Phones", "rule": TRIGGER_RULE})
     assert t.status_code == 201, t.text
+    # names are stored trimmed
+    renamed = await m.patch(f"/segments/{seg}", json={"name": " Top VIPs\n"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Top VIPs", renamed.text
     tid = t.json()["id"]
     r = await m.put(f"/triggers/{tid}", json={"name": "\n", "rule": TRIGGER_RULE})
     refused(r, "name", "blank")

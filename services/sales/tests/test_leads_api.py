@@ -88,6 +88,7 @@ async def test_blank_lead_text_is_a_422_naming_the_field_and_text_is_stored_trim
         ({**LEAD, "name": "\t\n "}, "name"),
         ({**LEAD, "name": ""}, "name"),
         ({**LEAD, "company": "  "}, "company"),
+        ({**LEAD, "name": "\u200b\u00a0"}, "name"),  # invisible only: blank too
     ):
         r = await client.post("/leads", json=body, headers=h)
         assert r.status_code == 422, r.text

@@ -15,7 +15,7 @@ from crm_marketing.audience.commands import AudienceCommands
 from crm_marketing.audience.confirmations import send_confirmations
 from crm_marketing.audience.domain import ATTRIBUTES, Profile
 from crm_marketing.audience.profiles import Profiles, canonical
-from crm_marketing.inputs import ClientTime, NotBlank, OrderedBand, TimeZoneName
+from crm_marketing.inputs import OrderedBand, TimeZoneName
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound
 from crm_runtime.http.app import CtxDep
@@ -26,6 +26,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, NotBlank
 from crm_runtime.http.pagination import Page
 
 router = APIRouter(prefix="/audience", tags=["audience"])

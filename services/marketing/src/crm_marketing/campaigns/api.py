@@ -23,7 +23,6 @@ from crm_marketing.campaigns.http import (
     history,
     next_cursor,
 )
-from crm_marketing.inputs import ClientAwareTime, Name
 from crm_marketing.settings import now as service_now
 from crm_runtime.db import Conn
 from crm_runtime.errors import NotFound
@@ -35,6 +34,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientAwareTime, Name
 from crm_runtime.http.pagination import Page
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])

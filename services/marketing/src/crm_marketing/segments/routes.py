@@ -27,7 +27,6 @@ from crm_marketing.api_common import (
     history,
     next_cursor,
 )
-from crm_marketing.inputs import ClientTime, Name, NotBlank
 from crm_marketing.segments import adapters, rules
 from crm_marketing.segments.application import (
     ChangeSegment,
@@ -48,6 +47,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, Name, NotBlank
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_runtime.http.problems import problem
 

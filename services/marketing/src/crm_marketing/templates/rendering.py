@@ -24,9 +24,9 @@ from jinja2 import TemplateError, meta, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 
-from crm_marketing.inputs import is_blank
 from crm_marketing.templates import sandbox
 from crm_marketing.templates.sandbox import Sandbox, TooMuchWork
+from crm_runtime.http.inputs import is_blank
 
 Channel = Literal["email", "sms", "push"]
 

@@ -20,7 +20,6 @@ from crm_marketing.api_common import (
     history,
     next_cursor,
 )
-from crm_marketing.inputs import ClientTime, Name
 from crm_marketing.templates import adapters
 from crm_marketing.templates.api import RenderedMessage, render_content
 from crm_marketing.templates.application import (
@@ -40,6 +39,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, Name
 from crm_runtime.http.pagination import Page
 
 router = APIRouter(prefix="/templates", tags=["templates"])

@@ -19,7 +19,6 @@ from crm_marketing.campaigns.http import (
     history,
     next_cursor,
 )
-from crm_marketing.inputs import ClientAwareTime, Name, NotBlank
 from crm_marketing.triggers.application import TriggerHandlers, _rule
 from crm_marketing.triggers.domain import Trigger
 from crm_runtime.db import Conn
@@ -32,6 +31,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientAwareTime, Name, NotBlank
 from crm_runtime.http.pagination import Page
 
 router = APIRouter(prefix="/triggers", tags=["triggers"])

@@ -25,20 +25,13 @@ from crm_marketing.audience import consent_mail
 from crm_marketing.audience.api import customer_of_visitor, identify_visitor
 from crm_marketing.audience.commands import AudienceCommands
 from crm_marketing.audience.profiles import canonical
-from crm_marketing.inputs import (
-    EMAIL_REASON,
-    PHONE_REASON,
-    ClientTime,
-    NotBlank,
-    ahead_of_clock,
-    is_email,
-    is_phone,
-)
+from crm_marketing.inputs import EMAIL_REASON, PHONE_REASON, is_email, is_phone
 from crm_marketing.web.domain import Form, SiteKey
 from crm_runtime import people
 from crm_runtime.db import Conn
 from crm_runtime.errors import CrmError, InvalidInput
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
+from crm_runtime.http.inputs import ClientTime, NotBlank, ahead_of_clock
 from crm_runtime.repository import Repository, check_version
 
 VISITOR_ID = r"^[A-Za-z0-9_-]{8,64}$"

@@ -20,7 +20,6 @@ from crm_marketing.api_common import (
     next_cursor,
 )
 from crm_marketing.audience.routes import ActivityOut, activity_out
-from crm_marketing.inputs import ClientTime, Name, NotBlank
 from crm_marketing.web.application import WebAdmin
 from crm_marketing.web.domain import Form, SiteKey
 from crm_runtime.db import Conn
@@ -32,6 +31,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, Name, NotBlank
 from crm_runtime.http.pagination import Page
 from crm_runtime.repository import Repository
 

@@ -27,11 +27,11 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime
 from crm_runtime.http.pagination import decode_cursor, encode_cursor
 from crm_runtime.http.ratelimit import limit_per_client
 from crm_runtime.logs import correlation_id
 from crm_service_desk.config import DeskSettings
-from crm_service_desk.entrypoints.inputs import ClientTime
 from crm_service_desk.kb import tokens, views
 from crm_service_desk.kb.domain import Article, Category, Revision, Voter, normalise_language
 from crm_service_desk.kb.handlers import KbHandlers

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_service_desk.entrypoints.inputs import NotBlank, OneLine
+from crm_runtime.http.inputs import NotBlank, OneLine, Tag
 
 Id = Annotated[str, Field(min_length=1, max_length=100)]
 Title = Annotated[str, Field(min_length=1, max_length=300), NotBlank, OneLine]
@@ -22,7 +22,6 @@ Language = Annotated[
         examples=["en", "de", "pt-BR"],
     ),
 ]
-Tag = Annotated[str, Field(min_length=1, max_length=50), NotBlank]
 CategoryName = Annotated[str, Field(min_length=1, max_length=120), NotBlank]
 Note = Annotated[str, Field(max_length=1000)]
 Comment = Annotated[str, Field(max_length=2000)]

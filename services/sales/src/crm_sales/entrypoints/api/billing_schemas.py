@@ -9,12 +9,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_events.schemas.sales_billing import PaymentMethod
-from crm_sales.entrypoints.api.inputs import (
-    NOT_BLANK,
-    CalendarAwareTime,
-    CalendarDate,
-    Currency,
-)
+from crm_runtime.http.inputs import ClientAwareTime, ClientDate, Name, NotBlank
+from crm_runtime.http.inputs import OneLine as NoLineBreak
+from crm_sales.entrypoints.api.inputs import Currency
 
 PriceMinor = Annotated[
     int, Field(ge=0, le=10**11, description="unit price in the currency's minor unit")
@@ -40,10 +37,10 @@ Quantity = Annotated[
         description="may have decimals (1.5 hours)",
     ),
 ]
-OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$"), NOT_BLANK]
+OneLine = Annotated[Name, NoLineBreak]
 LongText = Annotated[str, Field(max_length=5000)]
-Description = Annotated[str, Field(min_length=1, max_length=5000), NOT_BLANK]
-Unit = Annotated[str, Field(min_length=1, max_length=20, examples=["hour"]), NOT_BLANK]
+Description = Annotated[str, Field(min_length=1, max_length=5000), NotBlank]
+Unit = Annotated[str, Field(min_length=1, max_length=20, examples=["hour"]), NotBlank]
 Id = Annotated[str, Field(min_length=1, max_length=100)]
 
 ROUNDING = (
@@ -185,9 +182,7 @@ class QuoteCreate(BaseModel):
     lines: list[QuoteLineIn] | None = Field(
         default=None, max_length=200, description="default: the deal's products"
     )
-    valid_until: CalendarDate | None = Field(
-        default=None, description="default: 30 days from today"
-    )
+    valid_until: ClientDate | None = Field(default=None, description="default: 30 days from today")
     payment_terms_days: int | None = Field(default=None, ge=0, le=365, description="default 30")
     notes: LongText | None = None
 
@@ -211,7 +206,7 @@ class QuotePatch(BaseModel):
 
     title: OneLine | None = None
     contact_id: Id | None = None
-    valid_until: CalendarDate | None = None
+    valid_until: ClientDate | None = None
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     notes: LongText | None = None
 
@@ -268,7 +263,7 @@ class QuoteRevise(BaseModel):
     lines: list[QuoteLineIn] | None = Field(default=None, max_length=200)
     title: OneLine | None = None
     contact_id: Id | None = None
-    valid_until: CalendarDate | None = None
+    valid_until: ClientDate | None = None
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     notes: LongText | None = None
 
@@ -372,7 +367,7 @@ class PaymentIn(BaseModel):
     currency: Currency | None = Field(default=None, description="if given, the invoice's")
     method: PaymentMethod = "bank_transfer"
     reference: str | None = Field(default=None, max_length=200)
-    received_at: CalendarAwareTime | None = Field(default=None, description="default: now")
+    received_at: ClientAwareTime | None = Field(default=None, description="default: now")
 
 
 class PaymentOut(BaseModel):

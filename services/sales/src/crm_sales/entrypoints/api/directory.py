@@ -24,6 +24,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import NotBlank
 from crm_runtime.http.pagination import Page
 from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
@@ -45,7 +46,6 @@ from crm_sales.entrypoints.api.common import (
     list_item,
     next_cursor,
 )
-from crm_sales.entrypoints.api.inputs import NOT_BLANK
 from crm_sales.entrypoints.api.schemas import (
     AccountCreate,
     AccountFields,
@@ -388,7 +388,7 @@ _party_routes(
 fields_router = APIRouter(prefix="/custom-fields", tags=["custom fields"], route_class=CommandRoute)
 
 
-FieldText = Annotated[str, Field(min_length=1, max_length=100), NOT_BLANK]
+FieldText = Annotated[str, Field(min_length=1, max_length=100), NotBlank]
 
 
 class FieldIn(BaseModel):

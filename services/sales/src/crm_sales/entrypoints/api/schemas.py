@@ -18,8 +18,9 @@ from pydantic import (
 )
 
 from crm_events.schemas.sales import AccountDetails, AccountTier, ContactDetails, LeadSource
+from crm_runtime.http.inputs import ClientDate, Name, NotBlank, Tag
 from crm_sales.domain.lead import Lead, LeadStatus
-from crm_sales.entrypoints.api.inputs import NOT_BLANK, CalendarDate, Currency, Name, Reason
+from crm_sales.entrypoints.api.inputs import Currency, Reason
 
 
 class LeadCreate(BaseModel):
@@ -151,7 +152,6 @@ class HistoryEntry(BaseModel):
 # --- contacts and accounts ------------------------------------------------------------------
 
 Phone = Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9 ()./-]{3,40}$")]
-Tag = Annotated[str, Field(min_length=1, max_length=50), NOT_BLANK]
 CustomKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
 ShortText = Name
 CustomFields = dict[
@@ -359,7 +359,7 @@ class UndoResult(BaseModel):
 
 # --- pipelines, deals, exchange rates -------------------------------------------------------
 
-StageName = Annotated[str, Field(min_length=1, max_length=100), NOT_BLANK]
+StageName = Annotated[str, Field(min_length=1, max_length=100), NotBlank]
 
 
 class StageIn(BaseModel):
@@ -475,7 +475,7 @@ class DealCreate(BaseModel):
         default=0, ge=0, le=10**15, description="in the currency's minor unit (at most 10^15)"
     )
     currency: Currency
-    expected_close: CalendarDate | None = None
+    expected_close: ClientDate | None = None
     lines: list[LineIn] = Field(default_factory=list, max_length=200)
     pipeline_id: str | None = Field(default=None, description="default pipeline if omitted")
     stage: str | None = Field(default=None, description="first open stage if omitted")
@@ -496,7 +496,7 @@ class DealTerms(BaseModel):
     name: Name | None = None
     amount_minor: int | None = Field(default=None, ge=0, le=10**15)
     currency: Currency | None = None
-    expected_close: CalendarDate | None = None
+    expected_close: ClientDate | None = None
     lines: list[LineIn] | None = None
 
 
@@ -558,7 +558,7 @@ class ConvertDeal(BaseModel):
     currency: Currency
     pipeline_id: str | None = None
     stage: str | None = None
-    expected_close: CalendarDate | None = None
+    expected_close: ClientDate | None = None
 
 
 class LeadConvert(BaseModel):

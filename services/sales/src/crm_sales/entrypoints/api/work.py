@@ -23,6 +23,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, HappenedAt, Label, Name
 from crm_runtime.http.pagination import Page
 from crm_runtime.http.params import Instant
 from crm_runtime.http.routing import CommandRoute
@@ -43,7 +44,6 @@ from crm_sales.entrypoints.api.common import (
     next_cursor,
     refuse_nulls,
 )
-from crm_sales.entrypoints.api.inputs import CalendarTime, HappenedAt, Name
 from crm_sales.entrypoints.api.schemas import HistoryEntry
 
 reps_router = APIRouter(prefix="/reps", tags=["reps and assignment"], route_class=CommandRoute)
@@ -52,9 +52,6 @@ rules_router = APIRouter(
 )
 activities_router = APIRouter(prefix="/activities", tags=["activities"], route_class=CommandRoute)
 tasks_router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=CommandRoute)
-
-Label = Annotated[str, Field(min_length=1, max_length=100)]
-
 
 # --- reps -----------------------------------------------------------------------------------
 
@@ -392,7 +389,7 @@ class TaskIn(BaseModel):
 
     title: Name
     notes: str | None = Field(default=None, max_length=5000)
-    due_at: CalendarTime | None = None
+    due_at: ClientTime | None = None
     assignee_id: str | None = Field(default=None, max_length=100, description="default: you")
     priority: Priority = "normal"
     about: AboutIn = Field(default_factory=AboutIn)
@@ -405,7 +402,7 @@ class TaskPatch(BaseModel):
     )
 
     title: Name | None = None
-    due_at: CalendarTime | None = None
+    due_at: ClientTime | None = None
     assignee_id: str | None = Field(default=None, max_length=100)
     priority: Priority | None = None
 

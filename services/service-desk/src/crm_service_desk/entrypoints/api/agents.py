@@ -22,13 +22,13 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime, Label, Name
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import routing_view
 from crm_service_desk.application.routing import AgentHandlers, QueueHandlers
 from crm_service_desk.domain.agent import Agent
 from crm_service_desk.domain.routing import Queue
-from crm_service_desk.entrypoints.inputs import ClientTime, Label, NotBlank
 
 agents_router = APIRouter(prefix="/agents", tags=["routing"])
 queues_router = APIRouter(prefix="/queues", tags=["routing"])
@@ -286,7 +286,7 @@ class QueueIn(BaseModel):
         },
     )
 
-    name: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
+    name: Name
     description: str | None = Field(default=None, max_length=2000)
     active: bool = Field(
         default=True, description="rules pointing at an inactive queue are skipped"

@@ -20,6 +20,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientDate, ClientTime, Name
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_runtime.repository import Repository
 from crm_service_desk.adapters import sla_view
@@ -39,7 +40,6 @@ from crm_service_desk.entrypoints.api.agents import (
     load_as_of,
     saved,
 )
-from crm_service_desk.entrypoints.inputs import ClientDay, ClientTime, NotBlank
 
 router = APIRouter(tags=["SLAs and escalation"])
 
@@ -54,7 +54,7 @@ class HolidayIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    day: ClientDay
+    day: ClientDate
     name: str | None = None
 
 
@@ -76,7 +76,7 @@ class CalendarIn(BaseModel):
         },
     )
 
-    name: Annotated[str, Field(min_length=1, max_length=200), NotBlank]
+    name: Name
     timezone: str = Field(min_length=1, max_length=64, description="IANA name")
     hours: list[WorkingHours] = Field(
         max_length=7, description="weekdays not listed have no working time"

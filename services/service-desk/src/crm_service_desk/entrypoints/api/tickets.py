@@ -23,6 +23,7 @@ from crm_runtime.http.commands import (
     metadata_for,
     run_command,
 )
+from crm_runtime.http.inputs import ClientTime
 from crm_runtime.http.pagination import Page, decode_cursor, encode_cursor
 from crm_runtime.mail import Mailer
 from crm_runtime.repository import check_version
@@ -52,7 +53,6 @@ from crm_service_desk.entrypoints.api.tickets_schemas import (
     TicketPatch,
     TicketSummary,
 )
-from crm_service_desk.entrypoints.inputs import ClientTime
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from crm_events.schemas.service import (
     TicketPriority,
     TicketStatus,
 )
+from crm_runtime.http.inputs import BodyNotBlank, Label, NotBlank, OneLine
 from crm_service_desk.domain.ticket import Ticket
-from crm_service_desk.entrypoints.inputs import Label, NotBlank, OneLine
 
 Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=20)]
-Body = Annotated[str, Field(min_length=1, max_length=20000), NotBlank]
+Body = Annotated[str, Field(min_length=1, max_length=20000), BodyNotBlank]
 Subject = Annotated[str, Field(min_length=1, max_length=300), NotBlank, OneLine]
 
 
@@ -188,7 +188,7 @@ class PortalTicketIn(_ReturnCheck):
     email: EmailStr
     name: str | None = Field(default=None, max_length=200)
     subject: Subject
-    message: Annotated[str, Field(min_length=1, max_length=10000), NotBlank]
+    message: Annotated[str, Field(min_length=1, max_length=10000), BodyNotBlank]
     kind: TicketKind = "query"
     product: Label | None = None
     language: Language | None = None
