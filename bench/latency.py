@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.common import Figure, percentile, stop
+from bench.common import Figure, median, percentile, stop
 from crm_runtime import db
 from crm_runtime.embedded import free_port, wait_for_port
 from crm_runtime.http.auth import mint_token
@@ -76,6 +76,10 @@ async def measure(
 ) -> list[Figure]:
     """Leads at a steady rate against a running sales API; ``setting`` says what runs."""
     total, rate = (100, 50.0) if smoke else (1000, 200.0)
+    rounds = 1 if smoke else 3
+    p50: list[float] = []
+    p99: list[float] = []
+    notes: list[str] = []
     token = mint_token(Settings().jwt_secret, "bench", ["sales_manager"])
     headers = {"Authorization": f"Bearer {token}"}
     conn = await asyncpg.connect(analytics_url)
@@ -95,35 +99,51 @@ async def measure(
                     r.raise_for_status()
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1)
-            sent: dict[str, float] = {}
-            start = time.perf_counter()
-
-            async def one(i: int) -> None:
-                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                async with c.post("/leads", json={"name": f"Bench {i}", "source": "import"}) as r:
-                    r.raise_for_status()
-                    body = await r.json()
-                sent[body["customer_id"]] = time.time()
-
-            await asyncio.gather(*(one(i) for i in range(total)))
-            achieved = total / (time.perf_counter() - start)
-            seen = await _collect(conn, sent, wait=60)
+            for _ in range(rounds):
+                latencies, achieved, missing = await _round(c, conn, total, rate)
+                p50.append(percentile(latencies, 50))
+                p99.append(percentile(latencies, 99))
+                notes.append(f"{achieved:.0f}/s, {missing} not seen in 60 s")
     finally:
         await conn.close()
-    latencies = [max(0.0, (seen[c] - t) * 1000) for c, t in sent.items() if c in seen]
-    missing = total - len(latencies)
-    note = f"{total} leads at {achieved:.0f}/s (target {rate:.0f}/s); {missing} not seen in 60 s"
+    note = (
+        f"{total} leads at {rate:.0f}/s per round, median of {rounds} rounds"
+        f" (p99 of each: {', '.join(f'{v:.1f}' for v in p99)} ms); achieved: {'; '.join(notes)}"
+    )
     what = f"HTTP 201 -> timeline visible ({setting})"
     return [
-        Figure(f"{what}, p50", percentile(latencies, 50), "ms", notes=note),
+        Figure(f"{what}, p50", median(p50), "ms", samples=p50, notes=note),
         Figure(
             f"{what}, p99",
-            percentile(latencies, 99),
+            median(p99),
             "ms",
             goal="<= 100 ms",
+            samples=p99,
             notes=note,
         ),
     ]
+
+
+async def _round(
+    c: aiohttp.ClientSession, conn: asyncpg.Connection, total: int, rate: float
+) -> tuple[list[float], float, int]:
+    """``total`` leads at ``rate``/s: each one's ms from its 201 to its timeline row, the rate
+    achieved, and how many never showed."""
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        async with c.post("/leads", json={"name": f"Bench {i}", "source": "import"}) as r:
+            r.raise_for_status()
+            body = await r.json()
+        sent[body["customer_id"]] = time.time()
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    achieved = total / (time.perf_counter() - start)
+    seen = await _collect(conn, sent, wait=60)
+    latencies = [max(0.0, (seen[c] - t) * 1000) for c, t in sent.items() if c in seen]
+    return latencies, achieved, total - len(latencies)
 
 
 async def _warm_up(c: aiohttp.ClientSession, conn: asyncpg.Connection) -> None:
