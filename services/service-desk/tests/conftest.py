@@ -1,12 +1,16 @@
-"""Fixtures of the service-desk tests: the app over a fresh database, and callers with roles."""
+"""Fixtures of the service-desk tests: the app over a fresh database, callers with roles, and
+the two stacks (sd_support's desk, sdr_support's routing-and-SLA stack)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sd_support import Desk, desk_stack
+from sdr_support import Stack, sdr_stack
 
 from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller
@@ -37,3 +41,25 @@ def service_desk_user(
         return ApiCaller(service_desk, token(*roles, user=user, team=team))
 
     return make
+
+
+@pytest.fixture
+async def sd(
+    tmp_path: Path,
+    fresh_db: Callable[..., Any],
+    settings_for: Callable[..., Settings],
+    token: Callable[..., str],
+) -> AsyncIterator[Desk]:
+    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
+        yield desk
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path,
+    fresh_db: Callable[..., Any],
+    settings_for: Callable[..., Settings],
+    token: Callable[..., str],
+) -> AsyncIterator[Stack]:
+    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
+        yield s

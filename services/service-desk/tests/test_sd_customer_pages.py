@@ -3,16 +3,13 @@ HTML pages with forms posting form-encoded (escaped, no scripts), next to the un
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sd_support import Desk, desk_stack, link_in
+from sd_support import Desk, link_in
 
-from crm_runtime.settings import Settings
 from crm_service_desk.application.tickets_links import Links
 
 pytestmark = pytest.mark.integration
@@ -21,17 +18,6 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 JSON = {"Accept": "application/json"}
 FORM = "application/x-www-form-urlencoded"
 EVIL_SUBJECT = "Broken <script>alert(\"x\")</script> & 'more'"
-
-
-@pytest.fixture
-async def sd(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Desk]:
-    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
-        yield desk
 
 
 class Page(HTMLParser):

@@ -4,15 +4,10 @@ text is stored trimmed, bodies as sent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
-
 import httpx
 import pytest
-from sd_support import ORIGIN, SITE_KEY, Desk, desk_stack
+from sd_support import ORIGIN, SITE_KEY, Desk
 
-from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller
 
 pytestmark = pytest.mark.integration
@@ -25,17 +20,6 @@ CALENDAR = {
     "timezone": "UTC",
     "hours": [{"weekday": "mon", "intervals": [["09:00", "17:00"]]}],
 }
-
-
-@pytest.fixture
-async def sd(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Desk]:
-    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
-        yield desk
 
 
 def refused(r: httpx.Response, field: str, why: str) -> None:

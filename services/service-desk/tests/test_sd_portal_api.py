@@ -4,28 +4,14 @@ limit, size), their ticket through a signed link, and the CSAT survey (once per 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sd_support import ORIGIN, SITE_KEY, Desk, desk_stack, link_in
+from sd_support import ORIGIN, SITE_KEY, Desk, link_in
 
-from crm_runtime.settings import Settings
 from crm_service_desk.application.tickets_links import Links
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sd(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Desk]:
-    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
-        yield desk
 
 
 HEADERS = {"X-Site-Key": SITE_KEY, "Origin": ORIGIN}

@@ -27,17 +27,6 @@ HEADERS = {"X-Site-Key": SITE_KEY, "Origin": ORIGIN}
 BREAKS = ["Hi\nthere", "Hi\r\nBcc: evil@example.com", "Hi\rthere", "Hi\u2028there", "Hi\x00"]
 
 
-@pytest.fixture
-async def sd(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Desk]:
-    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
-        yield desk
-
-
 def form(**kw: Any) -> dict[str, Any]:
     return {
         "email": "grace@example.com",

@@ -3,7 +3,7 @@ converse, resolve, merge, returns, permissions and the operational views."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -15,17 +15,6 @@ from sd_support import ORIGIN, SITE_KEY, Desk, configure_routing, desk_stack
 from crm_runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sd(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Desk]:
-    async with desk_stack(tmp_path, fresh_db, settings_for, token) as desk:
-        yield desk
 
 
 def ticket_body(**kw: Any) -> dict[str, Any]:

@@ -5,33 +5,19 @@ restart; a breach on a top-tier customer tells sales by a public event."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sdr_support import Stack, sdr_stack
+from sdr_support import Stack
 
 from crm_runtime.scheduler import ManualClock, Scheduler
-from crm_runtime.settings import Settings
 from crm_service_desk.application.sla import sla_jobs
 
 pytestmark = pytest.mark.integration
 MANAGER = "manager@desk.example"
 LEAD = "lead@desk.example"
 VIP = "vip-desk@desk.example"
-
-
-@pytest.fixture
-async def stack(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Stack]:
-    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
-        yield s
 
 
 async def configure(stack: Stack) -> None:

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sdr_support import Stack, insert_ticket, sdr_stack
+from sdr_support import Stack, insert_ticket
 
 from crm_runtime.errors import Conflict, InvalidInput
 from crm_runtime.eventstore import Metadata
-from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller
 from crm_service_desk.application import routing
 
 pytestmark = pytest.mark.integration
 META = Metadata(actor="test")
-
-
-@pytest.fixture
-async def stack(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Stack]:
-    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
-        yield s
 
 
 async def setup(meg: ApiCaller) -> None:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sdr_support import Stack, insert_ticket, sdr_stack, set_status
+from sdr_support import Stack, insert_ticket, set_status
 
 from crm_runtime.scheduler import ManualClock, Scheduler
-from crm_runtime.settings import Settings
 from crm_runtime.testing import ApiCaller
 from crm_service_desk.application.sla import sla_jobs
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2030, 1, 7, 9, tzinfo=UTC)  # a Monday, 09:00 UTC
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
-
-
-@pytest.fixture
-async def stack(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Stack]:
-    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
-        yield s
 
 
 async def configure(meg: ApiCaller) -> None:

@@ -4,33 +4,19 @@ after it, and every time is chosen (no sleeping)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sdr_support import Stack, insert_ticket, sdr_stack, set_status
+from sdr_support import Stack, insert_ticket, set_status
 
 from crm_runtime.db import Conn
-from crm_runtime.settings import Settings
 from crm_service_desk.adapters import sla_view
 from crm_service_desk.application import sla
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2030, 1, 7, 9, tzinfo=UTC)
 MANAGER = "manager@desk.example"
-
-
-@pytest.fixture
-async def stack(
-    tmp_path: Path,
-    fresh_db: Callable[..., Any],
-    settings_for: Callable[..., Settings],
-    token: Callable[..., str],
-) -> AsyncIterator[Stack]:
-    async with sdr_stack(tmp_path, fresh_db, settings_for, token) as s:
-        yield s
 
 
 async def round_the_clock_policy(stack: Stack) -> None:
