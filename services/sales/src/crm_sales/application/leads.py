@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -53,6 +54,9 @@ class DisqualifyLead:
     expected_version: int | None = None
 
 
+Authorize = Callable[[Lead], None]
+
+
 class LeadHandlers:
     def __init__(self, store: EventStore) -> None:
         self.leads = Repository(store, Lead)
@@ -62,6 +66,14 @@ class LeadHandlers:
         """The lead's new events and its read-model row, in one statement."""
         row = lead_view.upsert_write(lead, datetime.now(UTC), lead.version_after_save)
         await self.leads.save(conn, lead, meta, also=[row], final=final)
+
+    async def _load(self, conn: Conn, lead_id: str, authorize: Authorize | None) -> Lead:
+        """The lead as this transaction reads it; ``authorize`` checks the caller against that
+        state (not an earlier read: a command run again after a lost race sees a new owner)."""
+        lead = await self.leads.load(lead_id, conn=conn)
+        if authorize is not None:
+            authorize(lead)
+        return lead
 
     async def capture(
         self, conn: Conn, cmd: CaptureLead, meta: Metadata, *, final: bool = False
@@ -95,8 +107,10 @@ class LeadHandlers:
         await self.save(conn, lead, meta, final=final)
         return lead
 
-    async def qualify(self, conn: Conn, cmd: QualifyLead, meta: Metadata) -> Lead:
-        lead = await self.leads.load(cmd.lead_id, conn=conn)
+    async def qualify(
+        self, conn: Conn, cmd: QualifyLead, meta: Metadata, authorize: Authorize | None = None
+    ) -> Lead:
+        lead = await self._load(conn, cmd.lead_id, authorize)
         check_version(cmd.expected_version, lead.version)
         lead.qualify(cmd.score, cmd.notes)
         await self.save(conn, lead, meta)
@@ -133,8 +147,9 @@ class LeadHandlers:
         team_id: str | None,
         meta: Metadata,
         expected: int | None,
+        authorize: Authorize | None = None,
     ) -> Lead:
-        lead = await self.leads.load(lead_id, conn=conn)
+        lead = await self._load(conn, lead_id, authorize)
         check_version(expected, lead.version)
         if team_id is None and owner_id is not None:  # the rep's team, from its profile
             team_id = await conn.fetchval("SELECT team_id FROM reps WHERE user_id = $1", owner_id)
@@ -143,8 +158,10 @@ class LeadHandlers:
             await self.save(conn, lead, meta)
         return lead
 
-    async def disqualify(self, conn: Conn, cmd: DisqualifyLead, meta: Metadata) -> Lead:
-        lead = await self.leads.load(cmd.lead_id, conn=conn)
+    async def disqualify(
+        self, conn: Conn, cmd: DisqualifyLead, meta: Metadata, authorize: Authorize | None = None
+    ) -> Lead:
+        lead = await self._load(conn, cmd.lead_id, authorize)
         check_version(cmd.expected_version, lead.version)
         lead.disqualify(cmd.reason)
         await self.save(conn, lead, meta)
@@ -197,9 +214,10 @@ async def convert_lead(
     contacts: ContactHandlers,
     accounts: AccountHandlers,
     deals: DealHandlers,
+    authorize: Authorize | None = None,
 ) -> Conversion:
     """Lead -> contact + account + deal in one transaction: all of it is saved, or none."""
-    lead = await leads.leads.load(cmd.lead_id, conn=conn)
+    lead = await leads._load(conn, cmd.lead_id, authorize)
     check_version(cmd.expected_version, lead.version)
     lead.ensure_convertible()  # before anything is created
     owner = cmd.owner_id or lead.owner_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -185,11 +186,14 @@ async def qualify_lead(
     lead_id: str, body: LeadQualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _changeable(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))  # 404/403 before any transaction
+    changeable = partial(_changeable, user)  # and again on the state the command changes
     cmd = QualifyLead(lead_id, body.score, body.notes, expected_version(if_match))
 
     async def command(conn: Conn) -> CommandResult:
-        return _lead_response(await handlers.qualify(conn, cmd, metadata_for(user)))
+        return _lead_response(
+            await handlers.qualify(conn, cmd, metadata_for(user), authorize=changeable)
+        )
 
     return await run_command(ctx, user, None, None, command)
 
@@ -199,11 +203,14 @@ async def disqualify_lead(
     lead_id: str, body: LeadDisqualify, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _changeable(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))  # 404/403 before any transaction
+    changeable = partial(_changeable, user)  # and again on the state the command changes
     cmd = DisqualifyLead(lead_id, body.reason, expected_version(if_match))
 
     async def command(conn: Conn) -> CommandResult:
-        return _lead_response(await handlers.disqualify(conn, cmd, metadata_for(user)))
+        return _lead_response(
+            await handlers.disqualify(conn, cmd, metadata_for(user), authorize=changeable)
+        )
 
     return await run_command(ctx, user, None, None, command)
 
@@ -229,7 +236,8 @@ async def convert(
     lead_id: str, body: LeadConvert, ctx: CtxDep, user: SalesUser, if_match: IfMatch = None
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _changeable(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))  # 404/403 before any transaction
+    changeable = partial(_changeable, user)  # and again on the state the command changes
     if body.owner_id not in (None, user.user_id) and not user.has("sales_manager"):
         raise Forbidden("a sales rep converts leads for itself; a manager assigns them")
     cmd = ConvertLead(
@@ -255,6 +263,7 @@ async def convert(
             contacts=ContactHandlers(ctx.store),
             accounts=AccountHandlers(ctx.store),
             deals=DealHandlers(ctx.store, ctx.settings.base_currency),
+            authorize=changeable,
         )
         body_out = ConversionOut(
             lead_id=done.lead.id,
@@ -281,12 +290,19 @@ async def assign_lead(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     handlers = LeadHandlers(ctx.store)
-    _changeable(user, await _existing(handlers, lead_id))
+    _changeable(user, await _existing(handlers, lead_id))  # 404/403 before any transaction
+    changeable = partial(_changeable, user)  # and again on the state the command changes
     team = body.team_id
 
     async def command(conn: Conn) -> CommandResult:
         lead = await handlers.assign(
-            conn, lead_id, body.owner_id, team, metadata_for(user), expected_version(if_match)
+            conn,
+            lead_id,
+            body.owner_id,
+            team,
+            metadata_for(user),
+            expected_version(if_match),
+            authorize=changeable,
         )
         return _lead_response(lead)
 
