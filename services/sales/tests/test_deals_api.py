@@ -278,6 +278,57 @@ async def test_blank_deal_and_pipeline_names_are_a_422_and_names_are_trimmed(
     assert (await meg.patch(url, json={"name": " More seats "})).json()["name"] == "More seats"
 
 
+async def test_records_stored_before_the_input_rules_still_read_as_stored(
+    as_user: Callable[..., Caller], sales_app: FastAPI
+) -> None:
+    """Blank or padded names the API accepted before its input rules (a line, a stage, a
+    rep's region) are shown as stored, not refused on the way out (a 500)."""
+    meg = as_user("sales_manager", user="meg", team="emea")
+    c = await contact(meg)
+    line = {"name": "Seat", "quantity": 1, "unit_price_minor": 500}
+    deal = (
+        await meg.post(
+            "/deals",
+            json={"name": "Seats", "contact_id": c["id"], "currency": "EUR", "lines": [line]},
+        )
+    ).json()
+    stages = [{"key": "new", "name": "New", "probability": 10},
+              {"key": "won", "name": "Won", "probability": 100, "outcome": "won"},
+              {"key": "lost", "name": "Lost", "probability": 0, "outcome": "lost"}]  # fmt: skip
+    made = await meg.post("/pipelines", json={"name": "P", "stages": stages})
+    assert made.status_code == 201, made.text
+    pipe = made.json()
+    assert (await meg.put("/reps/meg", json={"regions": ["EMEA"]})).status_code == 200
+    pool = sales_app.state.ctx.pool
+    regions = '[" EMEA", " "]'
+    await pool.execute(
+        "UPDATE events SET payload = jsonb_set(payload, '{lines,0,name}', '\"  \"')"
+        " WHERE event_type = 'crm.sales.deal.opened' AND payload->>'deal_id' = $1",
+        deal["id"],
+    )
+    await pool.execute(
+        "UPDATE events SET payload = jsonb_set(payload, '{stages,0,name}', '\" \"')"
+        " WHERE event_type = 'crm.sales.pipeline.defined' AND payload->>'pipeline_id' = $1",
+        pipe["id"],
+    )
+    await pool.execute("UPDATE reps SET regions = ARRAY[' EMEA', ' '] WHERE user_id = 'meg'")
+    await pool.execute(
+        "UPDATE events SET payload = jsonb_set(payload, '{regions}', $1::jsonb)"
+        " WHERE payload ? 'regions' AND payload->>'user_id' = 'meg'",
+        regions,
+    )
+    got = await meg.get(f"/deals/{deal['id']}")
+    assert got.status_code == 200, got.text
+    assert got.json()["lines"][0]["name"] == "  "
+    pipes = await meg.get("/pipelines")
+    assert pipes.status_code == 200, pipes.text
+    [stored] = [p for p in pipes.json() if p["id"] == pipe["id"]]
+    assert stored["stages"][0]["name"] == " "
+    rep = await meg.get("/reps/meg")
+    assert rep.status_code == 200, rep.text
+    assert rep.json()["regions"] == [" EMEA", " "]
+
+
 async def test_a_close_date_off_the_calendar_is_a_422_stating_the_bounds(
     as_user: Callable[..., Caller],
 ) -> None:

@@ -349,3 +349,20 @@ async def test_opentelemetry_is_asked_per_request_only_when_tracing_is_on(
         assert bool(asked) is expect_asked
         # FastAPI's own exception log records carry error messages: never on.
         assert app._telemetry["logs"] is False
+
+
+def test_logged_fastapi_validation_errors_leave_out_the_values() -> None:
+    """A response that fails its model is logged as an unhandled error: FastAPI's error quotes
+    the record's values (an e-mail address, say); the log keeps where and why, not what."""
+    from fastapi.exceptions import RequestValidationError, ResponseValidationError
+
+    from crm_runtime.logs import format_exception
+
+    detail = [{"type": "blank", "loc": ("response", "email"), "msg": "bad", "input": "ada@x.io"}]
+    for kind in (ResponseValidationError, RequestValidationError):
+        try:
+            raise kind(detail)
+        except kind as e:
+            logged = format_exception(e)
+        assert "ada@x.io" not in logged, logged
+        assert "response.email: bad" in logged

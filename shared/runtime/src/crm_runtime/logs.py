@@ -25,6 +25,9 @@ _DB_DETAIL = re.compile(r"^(DETAIL|HINT):  .*$", re.MULTILINE)
 _DB_FACTS = ("sqlstate", "schema_name", "table_name", "column_name", "constraint_name")
 
 
+_VALIDATION_MODULES = frozenset({"pydantic", "pydantic_core", "fastapi"})
+
+
 def _is_db(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] == "asyncpg"
 
@@ -36,10 +39,15 @@ def _exception_line(exc: BaseException, withhold: bool) -> str:
         facts = " ".join(f"{k}={getattr(exc, k)}" for k in _DB_FACTS if getattr(exc, k, None))
         return f"{name}: (text withheld: it may quote values) {facts}".rstrip() + "\n"
     errors = getattr(exc, "errors", None)
-    if kind.__module__.startswith("pydantic") and callable(errors):  # its text quotes the input
+    if kind.__module__.split(".")[0] in _VALIDATION_MODULES and callable(errors):
+        # its text quotes the input: pydantic's errors, and FastAPI's request and response
+        # validation errors (a response that fails its model, with the record's values)
+        try:
+            items = errors(include_input=False, include_url=False)
+        except TypeError:  # FastAPI's: a list of pydantic's error dicts, inputs included
+            items = errors()
         found = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-            for e in errors(include_input=False, include_url=False)
+            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in items
         )
         return f"{name}: {found}\n"
     return "".join(traceback.format_exception_only(exc))

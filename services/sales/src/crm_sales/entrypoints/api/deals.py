@@ -49,6 +49,7 @@ from crm_sales.entrypoints.api.schemas import (
     DealTerms,
     HistoryEntry,
     LineIn,
+    LineOut,
     PipelineCreate,
     PipelinePublic,
     PipelineStages,
@@ -56,6 +57,7 @@ from crm_sales.entrypoints.api.schemas import (
     Reassign,
     StageIn,
     StageMove,
+    StageOut,
     StageSpanOut,
 )
 
@@ -74,7 +76,7 @@ def pipeline_out(p: Pipeline) -> dict[str, Any]:
     return PipelinePublic(
         id=p.id,
         name=p.name,
-        stages=[StageIn.model_validate(s.model_dump()) for s in p.stages],
+        stages=[StageOut.model_validate(s.model_dump()) for s in p.stages],  # as stored
         version=p.version,
     ).model_dump(mode="json")
 
@@ -209,7 +211,7 @@ def deal_out(d: Deal, spans: list[StageSpanOut] | None = None) -> dict[str, Any]
         contact_id=d.contact_id,
         lead_id=d.lead_id,
         source=d.source,
-        lines=[LineIn.model_validate(line.model_dump()) for line in d.lines],
+        lines=[LineOut.model_validate(line.model_dump()) for line in d.lines],  # as stored
         close_reason=d.close_reason,
         stage_history=spans,
         version=d.version,

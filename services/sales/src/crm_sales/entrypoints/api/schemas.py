@@ -413,10 +413,19 @@ class PipelineStages(BaseModel):
     stages: list[StageIn] = Field(min_length=2, max_length=30)
 
 
+class StageOut(BaseModel):
+    """A stage as stored (see :class:`LineOut`)."""
+
+    key: str
+    name: str
+    probability: int
+    outcome: Literal["open", "won", "lost"] = "open"
+
+
 class PipelinePublic(BaseModel):
     id: str
     name: str
-    stages: list[StageIn]
+    stages: list[StageOut]
     version: int
 
 
@@ -450,6 +459,16 @@ class LineIn(BaseModel):
         le=10**11,
         description="default: the product's price in the deal currency (at most 10^11)",
     )
+
+
+class LineOut(BaseModel):
+    """A deal line as stored (the input rules of :class:`LineIn` do not apply on the way out:
+    a record kept before a rule was added still reads)."""
+
+    product_id: str | None = None
+    name: str | None = None
+    quantity: int
+    unit_price_minor: int | None = None
 
 
 class DealCreate(BaseModel):
@@ -536,7 +555,7 @@ class DealPublic(BaseModel):
     contact_id: str | None
     lead_id: str | None
     source: str | None
-    lines: list[LineIn]
+    lines: list[LineOut]
     close_reason: str | None
     stage_history: list[StageSpanOut] | None = Field(
         default=None, description="time in each stage; on GET /deals/{id} (not on commands)"

@@ -89,6 +89,10 @@ class Availability(BaseModel):
 class RepOut(RepProfile):
     model_config = ConfigDict(extra="forbid")
 
+    # as stored: the input rules of RepProfile (trimmed, not blank) came later than some rows
+    regions: list[str] = Field(default_factory=list)
+    product_lines: list[str] = Field(default_factory=list)
+
     user_id: str
     available: bool
     unavailable_reason: str | None
