@@ -31,7 +31,8 @@ from crm_runtime import people
 from crm_runtime.db import Conn
 from crm_runtime.errors import CrmError, InvalidInput
 from crm_runtime.eventstore import EventStore, Metadata, NewEvent
-from crm_runtime.http.inputs import ClientTime, NotBlank, ahead_of_clock
+from crm_runtime.http.inputs import NotBlank
+from crm_runtime.http.params import Instant
 from crm_runtime.repository import Repository, check_version
 
 VISITOR_ID = r"^[A-Za-z0-9_-]{8,64}$"
@@ -420,10 +421,11 @@ class _Item(BaseModel):
     id: str | None = Field(
         default=None, min_length=1, max_length=64, description="client id: a retry is stored once"
     )
-    occurred_at: ClientTime | None = Field(
+    occurred_at: Instant | None = Field(
         default=None,
-        description="client time; more than a day ahead of the server's clock is a 422, other"
-        " times outside the last 24 h are replaced by now",
+        description="the browser's time; one outside the last 24 h to 5 minutes ahead of the"
+        " server's clock is replaced by the server's time (a visitor's clock is not refused:"
+        " the batch's other events would be lost with it)",
     )
     url: str | None = Field(default=None, max_length=2000)
 
@@ -487,13 +489,6 @@ async def ingest_activity(
 ) -> int:
     """Store a batch of activity as events and rows. Returns how many were new."""
     now = now or datetime.now(UTC)
-    ahead = [
-        {"field": f"events.{n}.{item.type}.occurred_at", "reason": reason}
-        for n, item in enumerate(batch.events)
-        if item.occurred_at is not None and (reason := ahead_of_clock(item.occurred_at, now))
-    ]
-    if ahead:  # before anything is written: the batch is refused whole
-        raise FieldErrors(ahead)
     vid = batch.visitor_id
     # Shared with other batches of the visitor, exclusive against its identification.
     await conn.execute(
