@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from crm_analytics.app import create_app as analytics_app
 from crm_marketing.app import create_app as marketing_app
 from crm_runtime.http.app import REQUESTS, create_service_app
+from crm_runtime.http.docs import ASSETS_DIR
 from crm_runtime.settings import Settings
 from crm_sales.app import create_app as sales_app
 from crm_service_desk.app import create_app as service_desk_app
@@ -99,6 +100,11 @@ async def test_docs_pages_and_assets_stay_out_of_the_openapi_and_redoc_is_off(
     missing = await client.get("/docs-assets/no-such-file.js")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+    # the package's other files (a demo page that loads from the internet, source maps) are not
+    # served, though they are there
+    for extra in ("index.html", "swagger-ui-bundle.js.map"):
+        assert (ASSETS_DIR / extra).exists()
+        assert (await client.get(f"/docs-assets/{extra}")).status_code == 404
 
 
 async def test_the_oauth2_redirect_page_is_served(client: httpx.AsyncClient) -> None:

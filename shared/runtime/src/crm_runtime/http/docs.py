@@ -18,6 +18,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -30,6 +32,7 @@ ASSETS_DIR = Path(str(swagger_ui_path))
 SWAGGER_JS = "swagger-ui-bundle.js"
 SWAGGER_CSS = "swagger-ui.css"
 FAVICON = "favicon-32x32.png"
+SERVED = frozenset({SWAGGER_JS, SWAGGER_CSS, FAVICON})
 
 
 class _AssetFiles(StaticFiles):
@@ -45,6 +48,13 @@ class _AssetFiles(StaticFiles):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self.route
         await super().__call__(scope, receive, send)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        # Only the files the page loads: the package also holds a demo page (it loads the
+        # Petstore example from the internet) and source maps.
+        if path not in SERVED:
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
 
 
 def install(app: FastAPI) -> None:
