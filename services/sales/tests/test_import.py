@@ -669,3 +669,34 @@ async def test_cli_exit_codes_and_report(
 def test_import_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="batch size"):
         CsvImport(None, None, "contacts", meta=Metadata(), owner_id=None, batch_size=0)  # type: ignore[arg-type]
+
+
+def test_the_separator_is_read_from_the_header() -> None:
+    from crm_sales.application.importer import delimiter_of
+
+    assert delimiter_of("first_name,last_name,email\n") == ","
+    assert delimiter_of("first_name;last_name;email\r\n") == ";"  # a German or French Excel
+    assert delimiter_of("first_name\tlast_name\n") == "\t"
+    assert delimiter_of("last_name\n") == ","  # one column
+    assert delimiter_of('"name, as written";email;tags\n') == ";"  # quoted commas do not count
+
+
+@integration
+async def test_a_semicolon_separated_file_imports_like_a_comma_separated_one(
+    sales_db: tuple[str, asyncpg.Pool],
+) -> None:
+    _, pool = sales_db
+    body = (
+        b"first_name;last_name;email;title;tags\n"
+        b'Ada;Lovelace;ada@example.com;"Analyst, first";"math;engines"\n'
+        b"Grace;Hopper;grace@example.com;Rear admiral;navy\n"
+    )
+    report = await run_import(pool, body)
+    assert (report.rows, report.imported, report.rejected) == (2, 2, 0), report.errors
+    rows = await pool.fetch(
+        "SELECT email, details->>'title' AS title, tags FROM contacts ORDER BY email"
+    )
+    assert [(r["email"], r["title"], sorted(r["tags"])) for r in rows] == [
+        ("ada@example.com", "Analyst, first", ["engines", "math"]),
+        ("grace@example.com", "Rear admiral", ["navy"]),
+    ]

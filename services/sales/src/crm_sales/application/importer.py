@@ -31,6 +31,7 @@ import contextlib
 import copy
 import csv
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -195,6 +196,29 @@ class _Lines:
             except UnicodeDecodeError:
                 self.bad.add(self.number)
                 yield raw.decode("utf-8", errors="replace")
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+DELIMITERS = (",", ";", "\t")
+
+
+def delimiter_of(header: str) -> str:
+    """The cell separator a file uses, from its header line: a comma, or the semicolon that
+    spreadsheets write where the comma is the decimal separator, or a tab - whichever the header
+    has most of outside quotes (a comma when it has none: one column)."""
+    bare = _QUOTED.sub("", header)
+    counts = {d: bare.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])  # the first of equals: the comma
+    return best if counts[best] else ","
+
+
+def _reader(lines: Iterable[str]) -> Any:
+    """A csv reader over ``lines`` with the separator of their first line."""
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        return csv.reader(iter(()))
+    return csv.reader(itertools.chain([first], it), delimiter=delimiter_of(first))
 
 
 _SEPARATORS = re.compile(r"[\s-]+")
@@ -905,7 +929,7 @@ class CsvImport:
         async with self.pool.acquire() as conn:
             await self.spec.load(conn, self.store)
         lines = _Lines(source)
-        reader = csv.reader(lines)
+        reader = _reader(lines)
         try:
             header = next(reader, None)
         except csv.Error as exc:
