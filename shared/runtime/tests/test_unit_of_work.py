@@ -289,3 +289,38 @@ async def test_many_concurrent_changes_of_one_record_all_apply(pool: asyncpg.Poo
     assert [a.status_code for a in answers] == [200] * 10
     stream = await store.read_stream("lead-m")
     assert sorted(e.data["n"] for e in stream[1:]) == list(range(1, 11))
+
+
+async def test_a_command_waits_for_its_turn_at_most_queue_wait_then_409(
+    pool: asyncpg.Pool, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from crm_runtime.errors import Conflict
+    from crm_runtime.http import commands
+
+    monkeypatch.setattr(commands, "QUEUE_WAIT", 0.3)
+    store = EventStore(pool, "/crm/test")
+    await store.append(pool, "lead-r", "lead", 0, [ev()], META)
+    holder = await asyncpg.connect(url)  # a command that holds the turn and does not finish
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended('lead-r', 11))")
+        racer = _Racer(store, pool, races=1, if_match=None)
+        started = time.monotonic()
+        with pytest.raises(Conflict):
+            await _run_racer(pool, racer)
+        assert racer.runs == 1 and time.monotonic() - started < 3
+    finally:
+        await holder.close()
+
+    # once it is free, the run after a lost race gets its turn, with the session's own timeout
+    seen: list[str] = []
+
+    class Checking(_Racer):
+        async def __call__(self, conn: Any) -> Any:
+            seen.append(await conn.fetchval("SELECT current_setting('lock_timeout')"))
+            return await super().__call__(conn)
+
+    racer = Checking(store, pool, races=1, if_match=None)
+    assert (await _run_racer(pool, racer)).status_code == 200
+    assert racer.runs == 2 and seen == ["0", "0"]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from crm_runtime.unit_of_work import CommandConnection
 # How often a command is run when others keep changing its record under it (after the first
 # loss it queues for the record behind the other losers, so only fresh commands can still win).
 COMMAND_ATTEMPTS = 5
+QUEUE_WAIT = 5.0  # seconds a command that lost waits for its turn at the record
 
 
 @dataclass
@@ -78,12 +80,7 @@ async def run_command(
                 try:
                     async with CommandConnection(raw, ctx.store.notifier) as conn:
                         if contended is not None:
-                            # Commands that lost a race for this stream take turns from now
-                            # on: each reads it once the one before has committed.
-                            await conn.execute(
-                                "SELECT pg_advisory_xact_lock(hashtextextended($1, 11))",
-                                contended,
-                            )
+                            await _take_turn(conn, contended)
                         return await _run(conn, user, idempotency_key, request_fingerprint, command)
                 finally:
                     # A command only reaches the database through `conn`, inside its
@@ -106,6 +103,26 @@ async def run_command(
             if unchanged is not None:
                 db.reset_session_unchanged(unchanged)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _take_turn(conn: CommandConnection, stream_id: str) -> None:
+    """Commands that lost a race for ``stream_id`` take turns from now on: each reads it once
+    the one before has committed. A command waits at most ``QUEUE_WAIT`` seconds (holding a
+    pool connection while it waits), then ends in a 409; the command itself runs with the
+    session's own ``lock_timeout``."""
+    before = await conn.fetchval("SELECT current_setting('lock_timeout')")
+    try:
+        await conn.execute(
+            "SELECT set_config('lock_timeout', $2, true),"
+            " pg_advisory_xact_lock(hashtextextended($1, 11))",
+            stream_id,
+            f"{int(QUEUE_WAIT * 1000)}ms",
+        )
+    except asyncpg.LockNotAvailableError:
+        raise Conflict(
+            "the record is being changed by many others at once; nothing was recorded, try again"
+        ) from None
+    await conn.execute("SELECT set_config('lock_timeout', $1, true)", before)
 
 
 async def _run(
