@@ -358,3 +358,35 @@ async def test_an_address_the_survivor_dropped_is_free_again(
     await alice.patch(f"/contacts/{a['id']}", json={"emails": ["a@x.org"]})
     free = await alice.post("/contacts", json={"last_name": "D", "emails": ["b@x.org"]})
     assert free.status_code == 201, free.text
+
+
+async def test_q_finds_contacts_by_name_email_or_phone_and_accounts_by_domain(
+    as_user: Callable[..., Caller],
+) -> None:
+    meg = as_user("sales_manager", user="meg")
+    for first, last, email, phone in (
+        ("Ada", "Lovelace", "ada@engines.example", "+44 20 7946 0001"),
+        ("Grace", "Hopper", "grace@navy.example", "+1 202 555 0199"),
+        ("Percy", "Cent", "percy@x.example", None),
+    ):
+        body: dict[str, Any] = {"first_name": first, "last_name": last, "emails": [email]}
+        if phone:
+            body["phones"] = [phone]
+        assert (await meg.post("/contacts", json=body)).status_code == 201
+    for name, domain in (("Analytical Engines", "engines.example"), ("Navy", "navy.mil")):
+        assert (
+            await meg.post("/accounts", json={"name": name, "domain": domain})
+        ).status_code == 201
+
+    async def found(path: str, q: str) -> list[str]:
+        r = await meg.get(path, params={"q": q})
+        assert r.status_code == 200, r.text
+        return sorted(i.get("display_name") or i["name"] for i in r.json()["items"])
+
+    assert await found("/contacts", "hopper") == ["Grace Hopper"]  # the name, as before
+    assert await found("/contacts", "NAVY.example") == ["Grace Hopper"]  # an e-mail address
+    assert await found("/contacts", "7946") == ["Ada Lovelace"]  # a phone number
+    assert await found("/contacts", "%") == []  # LIKE's wildcards are taken literally
+    assert await found("/contacts", "_") == []
+    assert await found("/accounts", "navy.mil") == ["Navy"]  # the domain
+    assert await found("/accounts", "engines") == ["Analytical Engines"]

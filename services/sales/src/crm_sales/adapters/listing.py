@@ -7,14 +7,26 @@ from typing import Any
 
 from crm_runtime.db import Conn
 
-# table -> (key column, owner column, name column for ?q=, merged records hidden)
-TABLES: dict[str, tuple[str, str, str | None, bool]] = {
-    "contacts": ("contact_id", "owner_id", "display_name", True),
-    "accounts": ("account_id", "owner_id", "name", True),
-    "deals": ("deal_id", "owner_id", "name", False),
-    "activities": ("activity_id", "owner_id", None, False),
-    "tasks": ("task_id", "assignee_id", None, False),
+# table -> (key column, owner column, what ?q= looks in, merged records hidden)
+TABLES: dict[str, tuple[str, str, tuple[str, ...], bool]] = {
+    "contacts": (
+        "contact_id",
+        "owner_id",
+        # the name, any e-mail address, any phone number (as written)
+        ("display_name", "details->>'emails'", "details->>'phones'"),
+        True,
+    ),
+    "accounts": ("account_id", "owner_id", ("name", "domain"), True),
+    "deals": ("deal_id", "owner_id", ("name",), False),
+    "activities": ("activity_id", "owner_id", (), False),
+    "tasks": ("task_id", "assignee_id", (), False),
 }
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` for LIKE, the text's own ``%``, ``_`` and backslash taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 async def list_visible(
@@ -36,7 +48,7 @@ async def list_visible(
 
     Filters are equality on a column, except ``tag`` (in the tags array) and ``due_before``.
     """
-    key, owner, name, hide_merged = TABLES[table]
+    key, owner, searched, hide_merged = TABLES[table]
     params: list[Any] = [after[0] if after else None, after[1] if after else None]
     params += [see_all, user_id, team, unassigned]
     where = [
@@ -56,9 +68,10 @@ async def list_visible(
             where.append(f"{column} = ${len(params)}")
     if hide_merged:
         where.append("merged_into IS NULL")
-    if search and name:
-        params.append(f"%{search.lower()}%")
-        where.append(f"lower({name}) LIKE ${len(params)}")
+    if search and searched:
+        params.append(like_pattern(search.lower()))
+        n = len(params)
+        where.append("(" + " OR ".join(f"lower({c}) LIKE ${n}" for c in searched) + ")")
     params.append(limit)
     rows = await conn.fetch(
         f"SELECT * FROM {table} WHERE {' AND '.join(where)}"
