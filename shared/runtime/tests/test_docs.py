@@ -161,3 +161,25 @@ async def test_the_mail_catcher_docs_load_nothing_from_the_internet(tmp_path: Pa
         assert parser.urls
         for url in parser.urls:
             assert (await c.get(url)).status_code == 200, url
+
+
+def test_response_examples_keep_their_nulls_in_the_openapi() -> None:
+    """FastAPI drops nulls from the document; an example must still fit its model."""
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/things", responses={200: {"content": {"application/json": {"example": {
+        "name": "x", "as_of": None}}}}})  # fmt: skip
+    async def things() -> dict[str, str | None]:
+        return {"name": "x", "as_of": None}
+
+    app = create_service_app(
+        Settings(service_name="marketing"), title="t", description="d", routers=[router],
+        migrations=[],
+    )  # fmt: skip
+    op = app.openapi()["paths"]["/things"]["get"]
+    assert op["responses"]["200"]["content"]["application/json"]["example"] == {
+        "name": "x",
+        "as_of": None,
+    }

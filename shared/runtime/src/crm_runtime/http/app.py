@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -282,4 +284,45 @@ def create_service_app(
     app.include_router(health)
     app.include_router(feed)
     docs.install(app)
+    _keep_example_nulls(app)
     return app
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """The app's operations, in the routers it includes too (FastAPI 0.165 keeps an included
+    router as one route of the app)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def _keep_example_nulls(app: FastAPI) -> None:
+    """FastAPI writes the OpenAPI document without null values, the nulls of the responses'
+    examples included (``"as_of": null`` would vanish, and the example no longer fit its
+    model): put each declared JSON example back as the route declares it. (The services
+    include their routers without a prefix of their own, so a route's path is its path in the
+    document; an operation not found there is left as FastAPI wrote it.)"""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = build()  # FastAPI's, cached: the examples are put back in place, each time
+        for route in _api_routes(app.routes):
+            if not route.include_in_schema:
+                continue
+            for status, response in route.responses.items():
+                content = response.get("content", {}).get("application/json", {})
+                if "example" not in content:
+                    continue
+                example = jsonable_encoder(content["example"])  # nulls kept
+                for method in route.methods or ():
+                    op = spec["paths"].get(route.path_format, {}).get(method.lower())
+                    written = (op or {}).get("responses", {}).get(str(status), {})
+                    target = written.get("content", {}).get("application/json")
+                    if target is not None:
+                        target["example"] = example
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
