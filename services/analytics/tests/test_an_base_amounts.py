@@ -5,8 +5,9 @@ the pipeline, the forecast (per product too) and the marketing funnel's won reve
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -57,17 +58,29 @@ async def _deals(pool: Any) -> dict[str, Decimal]:
     return {r["deal_id"]: r["amount_base"] for r in rows}
 
 
-async def test_base_amounts_by_minor_unit(
-    fresh_db: Callable[..., Any],
-) -> None:
-    records = history()
+@contextlib.asynccontextmanager
+async def three_ways(
+    fresh_db: Callable[..., Any], records: list[ConsumedRecord]
+) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The history projected three ways, each into a database of its own: by the worker one
+    event at a time, by the worker in one batch (the pipelined path), and by the rebuild."""
     one = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
     batched = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
     rebuilt = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
     try:
         await feed(one, records, batch=1)
-        await feed(batched, records, batch=len(records))  # the pipelined path
+        await feed(batched, records, batch=len(records))
         await rebuild(rebuilt, ListSource(records), progress=Progress(write=io.StringIO().write))
+        yield one, batched, rebuilt
+    finally:
+        for pool in (one, batched, rebuilt):
+            await pool.close()
+
+
+async def test_base_amounts_by_minor_unit(
+    fresh_db: Callable[..., Any],
+) -> None:
+    async with three_ways(fresh_db, history()) as (one, batched, rebuilt):
         for pool in (one, batched, rebuilt):
             assert await _deals(pool) == EXPECTED_BASE
             won_base = await pool.fetchval("SELECT won_base FROM funnel_deals WHERE deal_id='IS'")
@@ -83,9 +96,6 @@ async def test_base_amounts_by_minor_unit(
             assert q1["open_weighted_base_minor"] == round((610_000 + 298 + 305) / 10)
             per_product = (await sales.forecast(conn, 2026, Decimal("0.1"), "p-jp"))[0]
             assert per_product["open_weighted_base_minor"] == 61_000  # its one line, 10 %
-    finally:
-        for pool in (one, batched, rebuilt):
-            await pool.close()
 
 
 async def test_won_revenue_is_rounded_to_the_base_currencys_minor_unit(
@@ -104,14 +114,8 @@ async def test_won_revenue_is_rounded_to_the_base_currencys_minor_unit(
            {"deal_id": "J", "stage": "won", "amount_minor": 1_001, "currency": "EUR"},
            stream="deal-J", version=2),
     ]  # fmt: skip
-    one = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
-    batched = await db.create_pool(await fresh_db("crm_analytics"), max_size=2)
-    rebuilt = await db.create_pool(await fresh_db("crm_analytics"), max_size=4)
-    try:
-        await feed(one, records, batch=1)
-        await feed(batched, records, batch=len(records))
-        await rebuild(rebuilt, ListSource(records), progress=Progress(write=io.StringIO().write))
-        for pool in (one, batched, rebuilt):
+    async with three_ways(fresh_db, records) as pools:
+        for pool in pools:
             won = {
                 r["deal_id"]: r["won_base"]
                 for r in await pool.fetch("SELECT deal_id, won_base FROM funnel_deals")
@@ -119,6 +123,3 @@ async def test_won_revenue_is_rounded_to_the_base_currencys_minor_unit(
             # 3.336333 KWD -> 3.336 (not 3.34); 1613.957... JPY -> 1614 (not 1613.96)
             assert won == {"K": Decimal("3.336"), "J": Decimal("1614")}
             assert [str(won["K"]), str(won["J"])] == ["3.336", "1614"]
-    finally:
-        for pool in (one, batched, rebuilt):
-            await pool.close()

@@ -29,10 +29,19 @@ from crm_runtime.consumer import ConsumedRecord
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def ev(type_: str, subject: str | None, minutes: float, stream: str, **data: Any) -> CloudEvent:
+def ev(
+    type_: str,
+    subject: str | None,
+    minutes: float,
+    stream: str,
+    *,
+    id_: uuid.UUID | None = None,
+    **data: Any,
+) -> CloudEvent:
+    """An event from the type's contract example, at T0 + ``minutes`` (``id_``: a fixed id)."""
     version, example = _example(type_)
     return CloudEvent(
-        id=uuid.uuid4(),
+        id=id_ or uuid.uuid4(),
         source=f"/crm/{type_.split('.')[1]}",
         type=type_,
         time=T0 + timedelta(minutes=minutes),

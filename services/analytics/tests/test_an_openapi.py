@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,14 +16,14 @@ import pytest
 from an_helpers import feed
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
+from test_an_bulk import T0, ev
 
 from crm_analytics.app import ROUTERS, create_app
 from crm_analytics.samples import _example, history
-from crm_events import CloudEvent
 from crm_runtime.consumer import ConsumedRecord
 from crm_runtime.settings import Settings
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the extras' first day; the stories are 2025's
+# T0 (test_an_bulk's, which ev() counts from): the extras' first day; the stories are 2025's
 
 
 def analytics_routes() -> list[APIRoute]:
@@ -120,19 +120,9 @@ def rec(
 ) -> ConsumedRecord:
     """A record built from the type's contract example, at T0 + ``minutes`` (ids in sequence:
     the same history gives the same answers, run after run)."""
-    version, example = _example(type_)
-    r = CloudEvent(
-        id=uuid.UUID(int=next(_ids), version=4),
-        source=f"/crm/{type_.split('.')[1]}",
-        type=type_,
-        time=T0 + timedelta(minutes=minutes),
-        subject=subject,
-        streamid=stream,
-        streamversion=1,
-        schemaversion=version,
-        data={**example, **data},
-    ).to_kafka()
-    return ConsumedRecord(f"crm.{type_.split('.')[1]}.events", 0, 0, r.key, r.value, r.headers)
+    r = ev(type_, subject, minutes, stream, id_=uuid.UUID(int=next(_ids), version=4), **data)
+    k = r.to_kafka()
+    return ConsumedRecord(f"crm.{type_.split('.')[1]}.events", 0, 0, k.key, k.value, k.headers)
 
 
 DAY = 24 * 60

@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from mkb_support import Mkb, mkb  # noqa: F401
+
+from crm_runtime.testing import assert_refused as refused
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +31,6 @@ TRIGGER_RULE = {
     "template_id": "tpl-1",
     "channel": "email",
 }
-
-
-def refused(r: httpx.Response, field: str, why: str) -> None:
-    """A 422 problem naming ``field`` (only it) with ``why`` in the reason."""
-    assert r.status_code == 422, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    errors = r.json()["errors"]
-    assert [e["field"] for e in errors] == [field], errors
-    assert why in errors[0]["reason"], errors
 
 
 async def count(mkb: Mkb, table: str, where: str = "TRUE") -> int:  # noqa: F811

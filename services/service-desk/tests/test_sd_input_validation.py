@@ -9,6 +9,7 @@ import pytest
 from sd_support import ORIGIN, SITE_KEY, Desk
 
 from crm_runtime.testing import ApiCaller
+from crm_runtime.testing import assert_refused as refused
 
 pytestmark = pytest.mark.integration
 
@@ -20,15 +21,6 @@ CALENDAR = {
     "timezone": "UTC",
     "hours": [{"weekday": "mon", "intervals": [["09:00", "17:00"]]}],
 }
-
-
-def refused(r: httpx.Response, field: str, why: str) -> None:
-    """A 422 problem naming ``field`` (only it) with ``why`` in the reason."""
-    assert r.status_code == 422, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    errors = r.json()["errors"]
-    assert [e["field"] for e in errors] == [field], errors
-    assert why in errors[0]["reason"], errors
 
 
 def blank(r: httpx.Response, field: str) -> None:

@@ -91,3 +91,12 @@ class ApiCaller:
 
     async def put(self, url: str, **kw: Any) -> Any:
         return await self.request("PUT", url, **kw)
+
+
+def assert_refused(response: Any, field: str, why: str) -> None:
+    """The answer is a 422 problem naming ``field`` (only it) with ``why`` in its reason."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == [field], errors
+    assert why in errors[0]["reason"], errors

@@ -17,8 +17,9 @@ check wherever it fails, and nothing is recorded. No reason repeats the value se
 * **Dates and times** a client sends must fall on the calendar a CRM uses, :data:`EARLIEST` to
   :data:`LATEST` (a time by its day in UTC): :data:`ClientDate`, :data:`ClientTime`,
   :data:`ClientAwareTime`. A time something *happened* may in addition be at most
-  :data:`CLOCK_SKEW` ahead of now: :data:`HappenedAt` (by this host's clock), or
-  :func:`ahead_of_clock` where a service checks against its own clock.
+  :data:`CLOCK_SKEW` ahead of now: :data:`HappenedAt` (by this host's clock; the rule itself is
+  :func:`ahead_of_clock`, which takes the clock). A visitor's browser time (website activity)
+  is not refused but replaced by the service: see crm_marketing.web.
 """
 
 from __future__ import annotations
