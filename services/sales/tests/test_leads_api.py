@@ -323,7 +323,10 @@ async def test_capture_runs_without_fastapis_dependency_solver(
 
 
 async def test_a_rep_cannot_change_a_lead_reassigned_after_the_check_before_the_command(
-    client: httpx.AsyncClient, token: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    sales: httpx.AsyncClient,
+    sales_app: Any,
+    token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The check before the transaction may read an older owner (a command run again after a
     lost race always does): the command checks the caller again on the state it changes."""
@@ -331,11 +334,9 @@ async def test_a_rep_cannot_change_a_lead_reassigned_after_the_check_before_the_
 
     rep = auth(token("sales_rep", user="rep-a"))
     manager = auth(token("admin", user="root"))
-    created = (await client.post("/leads", json=LEAD, headers=rep)).json()
-    stale = await leads_api.LeadHandlers(client._transport.app.state.ctx.store).leads.load(  # type: ignore[attr-defined]
-        created["id"]
-    )
-    moved = await client.post(
+    created = (await sales.post("/leads", json=LEAD, headers=rep)).json()
+    stale = await leads_api.LeadHandlers(sales_app.state.ctx.store).leads.load(created["id"])
+    moved = await sales.post(
         f"/leads/{created['id']}/assign", json={"owner_id": "rep-b"}, headers=manager
     )
     assert moved.status_code == 200, moved.text
@@ -349,7 +350,7 @@ async def test_a_rep_cannot_change_a_lead_reassigned_after_the_check_before_the_
         ("disqualify", {"reason": "no budget"}),
         ("convert", {}),
     ):
-        r = await client.post(f"/leads/{created['id']}/{path}", json=body, headers=rep)
+        r = await sales.post(f"/leads/{created['id']}/{path}", json=body, headers=rep)
         assert r.status_code == 403, (path, r.text)
-    after = (await client.get(f"/leads/{created['id']}", headers=manager)).json()
+    after = (await sales.get(f"/leads/{created['id']}", headers=manager)).json()
     assert after["status"] == "new" and after["owner_id"] == "rep-b" and after["version"] == 2
